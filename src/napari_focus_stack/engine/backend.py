@@ -1,0 +1,223 @@
+"""The one place that picks the array module and the device.
+
+Every stage takes a :class:`Backend` and uses only ``be.xp`` (NumPy or CuPy)
+and the filter methods below, so one function body serves the CPU and the GPU.
+
+Three implementations share the same semantics (separable correlation with
+float32 kernels built here, ``reflect`` borders, pixel-centre resampling):
+
+* :class:`NdimageBackend` on ``numpy`` + ``scipy.ndimage``: the reference, and
+  the code path that CuPy runs through ``cupyx.scipy.ndimage``;
+* :class:`OpenCVBackend`: the CPU default, the same kernels through OpenCV's
+  SIMD, multi-threaded filters (several times faster, see benchmarks/);
+* the CuPy backend: :class:`NdimageBackend` given ``cupy`` and
+  ``cupyx.scipy.ndimage``.
+
+Tests check that the three agree within float32 rounding.
+"""
+
+import math
+from functools import lru_cache
+
+import numpy as np
+import scipy.ndimage
+
+#: Luminance weights (Rec. 601, as most cameras and OpenCV use) for decisions
+#: made on a grey image while every colour channel is carried.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+#: Binomial kernel of the Burt-Adelson pyramid.
+PYRAMID_KERNEL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+
+
+class DeviceUnavailableError(RuntimeError):
+    """A GPU was asked for but cannot be used; the message says how to fix it."""
+
+
+@lru_cache(maxsize=64)
+def gaussian_kernel(sigma: float) -> np.ndarray:
+    """Normalised 1-D Gaussian, truncated at 3 sigma (float32)."""
+    radius = max(1, int(math.ceil(3.0 * sigma)))
+    x = np.arange(-radius, radius + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma) ** 2)
+    return (k / k.sum()).astype(np.float32)
+
+
+@lru_cache(maxsize=64)
+def box_kernel(radius: int) -> np.ndarray:
+    """1-D mean over ``2 * radius + 1`` samples (float32)."""
+    n = 2 * int(radius) + 1
+    return np.full(n, 1.0 / n, dtype=np.float32)
+
+
+class NdimageBackend:
+    """Array module + ``ndimage`` module: NumPy/SciPy, or CuPy/cupyx."""
+
+    def __init__(self, xp=np, ndi=scipy.ndimage, name="cpu"):
+        self.xp = xp
+        self.ndi = ndi
+        self.name = name
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r})"
+
+    # --- transfers -------------------------------------------------------
+    def asarray(self, a):
+        """Put ``a`` on this backend's device, keeping its dtype."""
+        return self.xp.asarray(a)
+
+    def to_host(self, a) -> np.ndarray:
+        """A NumPy array with the contents of ``a``."""
+        return a if isinstance(a, np.ndarray) else self.xp.asnumpy(a)
+
+    def synchronize(self):
+        """Wait for queued device work (no-op on the CPU)."""
+
+    # --- filters (float32 in, float32 out) -------------------------------
+    def correlate_separable(self, image, kernel, mode="reflect"):
+        """Correlate both image axes with the same 1-D ``kernel``."""
+        k = self.xp.asarray(kernel, dtype=self.xp.float32)
+        out = self.ndi.correlate1d(image, k, axis=0, mode=mode)
+        return self.ndi.correlate1d(out, k, axis=1, mode=mode)
+
+    def gaussian(self, image, sigma):
+        return self.correlate_separable(image, gaussian_kernel(float(sigma)))
+
+    def box_mean(self, image, radius):
+        return self.correlate_separable(image, box_kernel(int(radius)))
+
+    def laplacian(self, image):
+        """Five-point Laplacian."""
+        return self.ndi.laplace(image, mode="reflect")
+
+    def resize(self, image, factor):
+        """Bilinear up-sampling by an integer ``factor``, pixel centres aligned.
+
+        Works on ``(Y, X)`` and ``(Y, X, C)``; the edge value is repeated
+        beyond the border.
+        """
+        if factor == 1:
+            return image
+        zoom = (factor, factor) + (1,) * (image.ndim - 2)
+        return self.ndi.zoom(image, zoom, order=1, mode="nearest", grid_mode=True)
+
+    def pyramid_down(self, image):
+        """Blur with the binomial kernel and keep every other row and column."""
+        blurred = self.correlate_separable(image, PYRAMID_KERNEL, mode="mirror")
+        return self.xp.ascontiguousarray(blurred[::2, ::2])
+
+    def pyramid_up(self, image, shape):
+        """Inverse of :meth:`pyramid_down`'s sampling: zero-fill and interpolate."""
+        xp = self.xp
+        up = xp.zeros(tuple(shape[:2]) + image.shape[2:], dtype=xp.float32)
+        up[::2, ::2] = image
+        kernel = np.asarray(PYRAMID_KERNEL, dtype=np.float32) * 2
+        return self.correlate_separable(up, kernel, mode="mirror")
+
+    # --- conversions -----------------------------------------------------
+    def luminance(self, frame):
+        """Grey float32 image from ``(Y, X)`` or ``(Y, X, 3)``, same value units."""
+        xp = self.xp
+        if frame.ndim == 2:
+            return frame.astype(xp.float32, copy=False)
+        w = xp.asarray(LUMA_WEIGHTS, dtype=xp.float32)
+        return frame.astype(xp.float32, copy=False) @ w
+
+
+class OpenCVBackend(NdimageBackend):
+    """CPU backend: same kernels and borders, evaluated by OpenCV."""
+
+    def __init__(self):
+        super().__init__(np, scipy.ndimage, "cpu")
+        import cv2
+
+        self._cv2 = cv2
+        self._borders = {"reflect": cv2.BORDER_REFLECT, "mirror": cv2.BORDER_REFLECT_101}
+
+    def correlate_separable(self, image, kernel, mode="reflect"):
+        cv2 = self._cv2
+        k = np.asarray(kernel, dtype=np.float32)
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        if image.ndim == 3 and image.shape[2] > 4:
+            return np.stack(
+                [self.correlate_separable(image[..., c], k, mode) for c in range(image.shape[2])],
+                axis=-1,
+            )
+        out = cv2.sepFilter2D(image, cv2.CV_32F, k, k, borderType=self._borders[mode])
+        return out.reshape(image.shape)
+
+    def laplacian(self, image):
+        cv2 = self._cv2
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        return cv2.Laplacian(image, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT)
+
+    def resize(self, image, factor):
+        if factor == 1:
+            return image
+        cv2 = self._cv2
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        h, w = image.shape[:2]
+        out = cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_LINEAR)
+        return out.reshape((h * factor, w * factor) + image.shape[2:])
+
+    def luminance(self, frame):
+        if frame.ndim == 2:
+            return frame.astype(np.float32, copy=False)
+        cv2 = self._cv2
+        m = np.asarray([LUMA_WEIGHTS], dtype=np.float32)
+        gray = cv2.transform(np.ascontiguousarray(frame, dtype=np.float32), m)
+        return gray.reshape(frame.shape[:2])
+
+
+def _cupy_backend(index):
+    """CuPy backend on device ``index``, or DeviceUnavailableError saying why not."""
+    hint = (
+        'install CuPy with `pip install "napari-focus-stack[gpu]"` '
+        '(or "[gpu-cuda13]" for CUDA 13 drivers)'
+    )
+    try:
+        import cupy
+        import cupyx.scipy.ndimage as cundi
+    except ImportError as exc:
+        raise DeviceUnavailableError(f"GPU requested but CuPy is not installed: {hint}") from exc
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # CUDARuntimeError when there is no driver or device
+        raise DeviceUnavailableError(f"GPU requested but CUDA reports no usable device ({exc})") from exc
+    if index >= count:
+        raise DeviceUnavailableError(f"GPU {index} requested but only {count} GPU(s) found")
+    cupy.cuda.Device(index).use()
+    be = NdimageBackend(cupy, cundi, f"gpu:{index}")
+    be.synchronize = lambda: cupy.cuda.Device(index).synchronize()
+    return be
+
+
+def get_backend(device="auto"):
+    """Backend for ``device``: ``"auto"``, ``"cpu"``, ``"gpu"`` or ``"gpu:N"``.
+
+    ``"auto"`` uses the first GPU when CuPy imports and a device answers, and
+    the CPU otherwise; :func:`gpu_status` tells why a GPU was not used.
+    """
+    device = str(device).lower()
+    if device == "cpu":
+        return OpenCVBackend()
+    if device == "auto":
+        try:
+            return _cupy_backend(0)
+        except DeviceUnavailableError:
+            return OpenCVBackend()
+    if device == "gpu" or device.startswith("gpu:"):
+        index_text = device.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise ValueError(f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
+        return _cupy_backend(int(index_text))
+    raise ValueError(f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
+
+
+def gpu_status() -> tuple[bool, str]:
+    """Whether a GPU can be used, and a sentence saying why (not)."""
+    try:
+        be = _cupy_backend(0)
+    except DeviceUnavailableError as exc:
+        return False, str(exc)
+    return True, f"GPU available ({be.name})"

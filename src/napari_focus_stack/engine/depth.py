@@ -1,0 +1,96 @@
+"""Per-pixel best slice, sub-slice interpolation and confidence, one frame at a time.
+
+Only what the selection needs is kept: the best score and its slice, the
+scores of the slices just below and above it, the previous frame's scores and
+a running sum. Memory therefore does not grow with the number of frames.
+"""
+
+#: Score marking "no neighbour seen (yet)"; real focus scores are >= 0.
+MISSING = -1.0
+
+
+class SliceSelector:
+    """Running argmax of focus scores over frames, with the peak's neighbours.
+
+    Call :meth:`update` with each frame's score map in slice order, then
+    :meth:`finish`.
+    """
+
+    def __init__(self, be):
+        self.be = be
+        self.count = 0
+        self.best = self.index = self.below = self.above = None
+        self.previous = self.total = None
+
+    def update(self, score):
+        """Take the next frame's focus scores.
+
+        Returns
+        -------
+        took_best : bool array
+            Pixels where this frame is now the sharpest.
+        took_above : bool array
+            Pixels whose sharpest frame so far is the one just before this one.
+        """
+        xp = self.be.xp
+        k = self.count
+        if k == 0:
+            self.best = score.copy()
+            self.index = xp.zeros(score.shape, dtype=xp.int16)
+            self.below = xp.full(score.shape, MISSING, dtype=xp.float32)
+            self.above = self.below.copy()
+            self.total = score.copy()
+            took_best = xp.ones(score.shape, dtype=bool)
+            took_above = xp.zeros(score.shape, dtype=bool)
+        else:
+            took_above = self.index == k - 1
+            xp.copyto(self.above, score, where=took_above)
+            took_best = score > self.best
+            xp.copyto(self.best, score, where=took_best)
+            xp.copyto(self.index, k, where=took_best)
+            xp.copyto(self.below, self.previous, where=took_best)
+            xp.copyto(self.above, MISSING, where=took_best)
+            self.total += score
+        self.previous = score
+        self.count = k + 1
+        return took_best, took_above
+
+    def finish(self):
+        """Sub-slice depth (float32, slice units) and confidence in [0, 1]."""
+        if self.count < 2:
+            raise ValueError("focus stacking needs at least 2 frames")
+        offset = subslice_offset(self.below, self.best, self.above, self.be)
+        depth = self.index.astype(self.be.xp.float32) + offset
+        return depth, peak_confidence(self.best, self.total, self.count, self.be)
+
+
+def subslice_offset(below, peak, above, be):
+    """Offset in [-0.5, 0.5] of a Gaussian through three neighbouring scores.
+
+    A Gaussian is fitted through the logarithms of the scores at slices
+    ``k - 1, k, k + 1`` (the closed form of Nayar and Nakagawa's Gaussian
+    interpolation); where a neighbour is missing (first and last slice) the
+    offset is 0.
+    """
+    xp = be.xp
+    tiny = xp.float32(1e-12)
+    ln_b = xp.log(xp.maximum(below, tiny))
+    ln_p = xp.log(xp.maximum(peak, tiny))
+    ln_a = xp.log(xp.maximum(above, tiny))
+    curvature = ln_b - 2 * ln_p + ln_a
+    valid = (below >= 0) & (above >= 0) & (curvature < 0)
+    offset = 0.5 * (ln_b - ln_a) / xp.where(valid, curvature, xp.float32(-1))
+    offset = xp.where(valid, offset, xp.float32(0))
+    return xp.clip(offset, -0.5, 0.5).astype(xp.float32)
+
+
+def peak_confidence(best, total, count, be):
+    """How far the best score stands above the mean score: 0 (flat) to 1 (one clear peak).
+
+    ``(best - mean) / (best + eps)``, with ``eps`` 1 % of the image's mean best
+    score so that untextured, noise-only pixels come out near 0.
+    """
+    xp = be.xp
+    mean = total / xp.float32(count)
+    eps = xp.float32(0.01) * best.mean() + xp.float32(1e-12)
+    return xp.clip((best - mean) / (best + eps), 0, 1).astype(xp.float32)

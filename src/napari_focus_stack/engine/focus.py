@@ -1,0 +1,43 @@
+"""Focus measures: how sharp each pixel's neighbourhood is in one frame.
+
+Each function takes a grey float32 image (values scaled to [0, 1]) and a
+:class:`~napari_focus_stack.engine.backend.Backend`, and returns a float32
+map of the same shape where larger means sharper.
+"""
+
+#: Sigma of the Gaussian applied before the Laplacian: suppresses pixel noise
+#: and JPEG block edges, which the bare 3x3 Laplacian would take for detail.
+PRESMOOTH_SIGMA = 1.0
+
+
+def laplacian_energy(gray, radius, be):
+    """Mean squared Laplacian of Gaussian over a ``(2 radius + 1)`` square window.
+
+    The squared Laplacian is the focus measure that ranks best for accuracy
+    and robustness in Pertuz et al. (2013); the window sum makes it a
+    "sum-modified-Laplacian"-style energy that is large wherever detail is
+    sharp and drops smoothly with defocus on every side of the focal plane.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from napari_focus_stack.engine.backend import get_backend
+    >>> be = get_backend("cpu")
+    >>> sharp = np.zeros((32, 32), np.float32); sharp[::2] = 1
+    >>> blurred = be.gaussian(sharp, 2.0)
+    >>> e_sharp, e_blur = laplacian_energy(sharp, 3, be), laplacian_energy(blurred, 3, be)
+    >>> bool(e_sharp.mean() > 10 * e_blur.mean())
+    True
+    """
+    lap = be.laplacian(be.gaussian(gray, PRESMOOTH_SIGMA))
+    be.xp.multiply(lap, lap, out=lap)
+    return be.box_mean(lap, radius)
+
+
+def focus_measure(gray, radius, smoothing, be):
+    """Laplacian energy in a window of ``radius``, smoothed with sigma ``smoothing``.
+
+    The smoothing makes neighbouring pixels agree on their sharpest slice,
+    which removes isolated wrong choices in weakly textured areas.
+    """
+    return be.gaussian(laplacian_energy(gray, radius, be), smoothing)

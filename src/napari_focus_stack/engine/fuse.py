@@ -1,0 +1,178 @@
+"""Fusion: compose the all-in-focus image from the frames.
+
+Two methods, both streamed one frame at a time:
+
+* :class:`DepthMapFusion` takes each pixel from the frames next to its
+  sub-slice depth, with a soft hand-over between neighbouring slices (no hard
+  seams, no halos from window-sized blending);
+* :class:`PyramidFusion` keeps, at every level of a Laplacian pyramid, the
+  coefficient with the most local energy (Burt and Adelson 1983; the
+  multi-scale selection of Forster et al. 2004 with a pyramid instead of
+  wavelets).
+
+Decisions are made on luminance; every colour channel is carried, so colours
+do not shift.
+"""
+
+import math
+
+#: Depth-map hand-over: up to this distance from a slice only that slice is
+#: used (sharpest pixels, best PSNR); beyond it the neighbour fades in so that
+#: both slices weigh 0.5 where the depth is half-way between them.
+HANDOVER_START = 0.25
+
+
+def neighbour_weight(t, be):
+    """Weight in [0, 0.5] of the farther of two slices at distance ``t`` in [0, 0.5]."""
+    xp = be.xp
+    s = xp.clip((t - HANDOVER_START) / (0.5 - HANDOVER_START), 0, 1)
+    return (0.5 * s * s * (3 - 2 * s)).astype(xp.float32)
+
+
+def slice_pair_weights(depth, n_frames, be):
+    """Split each pixel's depth between the slices below and above it.
+
+    Returns ``lower`` (int16 slice index), ``w_lower`` and ``w_upper`` (float32,
+    summing to 1) for frames ``lower`` and ``lower + 1``. Both fusion paths
+    (streaming and :func:`fuse_from_depth`) use this one function, so they
+    give identical pixels for the same depth map.
+    """
+    xp = be.xp
+    depth = xp.clip(depth, 0, n_frames - 1)
+    lower = xp.floor(depth)
+    t = (depth - lower).astype(xp.float32)
+    near_lower = t <= 0.5
+    w_upper = xp.where(near_lower, neighbour_weight(t, be), 1 - neighbour_weight(1 - t, be))
+    w_upper = w_upper.astype(xp.float32)
+    return lower.astype(xp.int16), 1 - w_upper, w_upper
+
+
+def weighted_pair(w_lower, lower_pixels, w_upper, upper_pixels, be):
+    """``w_lower * lower + w_upper * upper`` in float32, channels broadcast."""
+    if lower_pixels.ndim == 3:
+        w_lower, w_upper = w_lower[..., None], w_upper[..., None]
+    xp = be.xp
+    a = w_lower * lower_pixels.astype(xp.float32, copy=False)
+    b = w_upper * upper_pixels.astype(xp.float32, copy=False)
+    return a + b
+
+
+def to_dtype(image, dtype, be):
+    """Round and clip float32 ``image`` into ``dtype`` (float stays float32)."""
+    xp = be.xp
+    dtype = xp.dtype(dtype)
+    if dtype.kind == "f":
+        return image.astype(xp.float32, copy=False)
+    info = xp.iinfo(dtype)
+    return xp.clip(xp.rint(image), info.min, info.max).astype(dtype)
+
+
+class DepthMapFusion:
+    """Keeps the pixels of each pixel's best frame and of the frames beside it."""
+
+    def __init__(self, be):
+        self.be = be
+        self.best = self.below = self.above = self.previous = None
+
+    def update(self, frame, took_best, took_above):
+        """Take the next frame, with the masks from :meth:`SliceSelector.update`."""
+        xp = self.be.xp
+        if self.best is None:
+            self.best = frame.copy()
+            self.below = xp.zeros_like(frame)
+            self.above = xp.zeros_like(frame)
+        else:
+            if frame.ndim == 3:
+                took_best, took_above = took_best[..., None], took_above[..., None]
+            xp.copyto(self.above, frame, where=took_above)
+            xp.copyto(self.best, frame, where=took_best)
+            xp.copyto(self.below, self.previous, where=took_best)
+        self.previous = frame
+
+    def finish(self, depth, best_index, n_frames):
+        """Fused float32 image for the final ``depth`` map."""
+        xp = self.be.xp
+        lower, w_lower, w_upper = slice_pair_weights(depth, n_frames, self.be)
+        on_best = lower == best_index
+        if self.best.ndim == 3:
+            on_best = on_best[..., None]
+        lower_pixels = xp.where(on_best, self.best, self.below)
+        upper_pixels = xp.where(on_best, self.above, self.best)
+        self.previous = None
+        return weighted_pair(w_lower, lower_pixels, w_upper, upper_pixels, self.be)
+
+
+def fuse_frames_at_depth(frames, n_frames, depth, be):
+    """Fuse an iterable of ``n_frames`` prepared frames along a given depth map.
+
+    Generator: yields after each frame (for progress and cancellation) and
+    returns the fused float32 image. Used to re-fuse after the depth map was
+    edited by hand, without measuring focus again.
+    """
+    xp = be.xp
+    lower, w_lower, w_upper = slice_pair_weights(depth, n_frames, be)
+    lower_acc = upper_acc = None
+    for k, frame in enumerate(frames):
+        if lower_acc is None:
+            lower_acc = xp.zeros(frame.shape, dtype=frame.dtype)
+            upper_acc = xp.zeros(frame.shape, dtype=frame.dtype)
+        is_lower, is_upper = lower == k, lower == k - 1
+        if frame.ndim == 3:
+            is_lower, is_upper = is_lower[..., None], is_upper[..., None]
+        xp.copyto(lower_acc, frame, where=is_lower)
+        xp.copyto(upper_acc, frame, where=is_upper)
+        yield k
+    return weighted_pair(w_lower, lower_acc, w_upper, upper_acc, be)
+
+
+class PyramidFusion:
+    """Laplacian-pyramid fusion: per level, the coefficient with the most local energy.
+
+    The coarsest level is the mean of all frames (it carries brightness, not
+    detail). Memory: one pyramid of accumulated coefficients and one of their
+    energies, about 1.33 frames each.
+    """
+
+    #: The coarsest level is at least this many pixels on its short side.
+    MIN_SIZE = 8
+
+    def __init__(self, be):
+        self.be = be
+        self.coeffs = self.energy = None
+        self.base = None
+        self.count = 0
+
+    def levels_for(self, shape):
+        return max(1, int(math.log2(min(shape[:2]) / self.MIN_SIZE)))
+
+    def laplacian_pyramid(self, image):
+        """Band-pass levels (finest first) and the low-pass residual."""
+        be = self.be
+        bands = []
+        current = image
+        for _ in range(self.levels_for(image.shape)):
+            smaller = be.pyramid_down(current)
+            bands.append(current - be.pyramid_up(smaller, current.shape))
+            current = smaller
+        return bands, current
+
+    def update(self, frame):
+        be, xp = self.be, self.be.xp
+        bands, residual = self.laplacian_pyramid(frame.astype(xp.float32, copy=False))
+        energies = [be.box_mean(be.luminance(b) ** 2, 2) for b in bands]
+        if self.coeffs is None:
+            self.coeffs, self.energy, self.base = bands, energies, residual
+        else:
+            for band, energy, acc, acc_energy in zip(bands, energies, self.coeffs, self.energy):
+                wins = energy > acc_energy
+                xp.copyto(acc_energy, energy, where=wins)
+                xp.copyto(acc, band, where=wins[..., None] if band.ndim == 3 else wins)
+            self.base += residual
+        self.count += 1
+
+    def finish(self):
+        be = self.be
+        image = self.base / be.xp.float32(self.count)
+        for band in reversed(self.coeffs):
+            image = band + be.pyramid_up(image, band.shape)
+        return image
