@@ -74,21 +74,23 @@ class NdimageBackend:
         """Wait for queued device work (no-op on the CPU)."""
 
     # --- filters (float32 in, float32 out) -------------------------------
-    def correlate_separable(self, image, kernel, mode="reflect"):
+    # Filters write into ``out`` when given: the CPU pipeline reuses its
+    # buffers between frames instead of faulting in fresh pages for each.
+    def correlate_separable(self, image, kernel, mode="reflect", out=None):
         """Correlate both image axes with the same 1-D ``kernel``."""
         k = self.xp.asarray(kernel, dtype=self.xp.float32)
-        out = self.ndi.correlate1d(image, k, axis=0, mode=mode)
-        return self.ndi.correlate1d(out, k, axis=1, mode=mode)
+        rows = self.ndi.correlate1d(image, k, axis=0, mode=mode)
+        return self.ndi.correlate1d(rows, k, axis=1, mode=mode, output=out)
 
-    def gaussian(self, image, sigma):
-        return self.correlate_separable(image, gaussian_kernel(float(sigma)))
+    def gaussian(self, image, sigma, out=None):
+        return self.correlate_separable(image, gaussian_kernel(float(sigma)), out=out)
 
-    def box_mean(self, image, radius):
-        return self.correlate_separable(image, box_kernel(int(radius)))
+    def box_mean(self, image, radius, out=None):
+        return self.correlate_separable(image, box_kernel(int(radius)), out=out)
 
-    def laplacian(self, image):
+    def laplacian(self, image, out=None):
         """Five-point Laplacian."""
-        return self.ndi.laplace(image, mode="reflect")
+        return self.ndi.laplace(image, mode="reflect", output=out)
 
     def resize(self, image, factor):
         """Bilinear up-sampling by an integer ``factor``, pixel centres aligned.
@@ -114,12 +116,19 @@ class NdimageBackend:
         kernel = np.asarray(PYRAMID_KERNEL, dtype=np.float32) * 2
         return self.correlate_separable(up, kernel, mode="mirror")
 
+    # --- per-pixel -------------------------------------------------------
+    def copy_where(self, dst, src, mask):
+        """``dst[mask] = src[mask]`` in place; a 2-D mask applies to every channel."""
+        if dst.ndim == 3 and mask.ndim == 2:
+            mask = mask[..., None]
+        self.xp.copyto(dst, src, where=mask)
+
     # --- conversions -----------------------------------------------------
     def luminance(self, frame):
-        """Grey float32 image from ``(Y, X)`` or ``(Y, X, 3)``, same value units."""
+        """Grey float32 image (a new array) from ``(Y, X)`` or ``(Y, X, 3)``, same value units."""
         xp = self.xp
         if frame.ndim == 2:
-            return frame.astype(xp.float32, copy=False)
+            return frame.astype(xp.float32)
         w = xp.asarray(LUMA_WEIGHTS, dtype=xp.float32)
         return frame.astype(xp.float32, copy=False) @ w
 
@@ -134,7 +143,7 @@ class OpenCVBackend(NdimageBackend):
         self._cv2 = cv2
         self._borders = {"reflect": cv2.BORDER_REFLECT, "mirror": cv2.BORDER_REFLECT_101}
 
-    def correlate_separable(self, image, kernel, mode="reflect"):
+    def correlate_separable(self, image, kernel, mode="reflect", out=None):
         cv2 = self._cv2
         k = np.asarray(kernel, dtype=np.float32)
         image = np.ascontiguousarray(image, dtype=np.float32)
@@ -143,13 +152,20 @@ class OpenCVBackend(NdimageBackend):
                 [self.correlate_separable(image[..., c], k, mode) for c in range(image.shape[2])],
                 axis=-1,
             )
-        out = cv2.sepFilter2D(image, cv2.CV_32F, k, k, borderType=self._borders[mode])
-        return out.reshape(image.shape)
+        result = cv2.sepFilter2D(image, cv2.CV_32F, k, k, dst=out, borderType=self._borders[mode])
+        return result.reshape(image.shape)
 
-    def laplacian(self, image):
+    def copy_where(self, dst, src, mask):
+        # NumPy's broadcast masked copy is ~40x slower than OpenCV's on RGB.
+        if dst.ndim == 3 and dst.shape[2] <= 4 and dst.flags.c_contiguous and src.flags.c_contiguous:
+            self._cv2.copyTo(src, mask.view(np.uint8), dst)
+        else:
+            super().copy_where(dst, src, mask)
+
+    def laplacian(self, image, out=None):
         cv2 = self._cv2
         image = np.ascontiguousarray(image, dtype=np.float32)
-        return cv2.Laplacian(image, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REFLECT)
+        return cv2.Laplacian(image, cv2.CV_32F, dst=out, ksize=1, borderType=cv2.BORDER_REFLECT)
 
     def resize(self, image, factor):
         if factor == 1:
@@ -162,11 +178,15 @@ class OpenCVBackend(NdimageBackend):
 
     def luminance(self, frame):
         if frame.ndim == 2:
-            return frame.astype(np.float32, copy=False)
+            return frame.astype(np.float32)
         cv2 = self._cv2
         m = np.asarray([LUMA_WEIGHTS], dtype=np.float32)
-        gray = cv2.transform(np.ascontiguousarray(frame, dtype=np.float32), m)
-        return gray.reshape(frame.shape[:2])
+        gray = np.empty(frame.shape[:2], dtype=np.float32)
+        # in bands, so the float copy of the colour frame stays small and in cache
+        for start in range(0, frame.shape[0], 128):
+            band = np.ascontiguousarray(frame[start : start + 128], dtype=np.float32)
+            gray[start : start + 128] = cv2.transform(band, m).reshape(band.shape[:2])
+        return gray
 
 
 def _cupy_backend(index):

@@ -21,6 +21,7 @@ class SliceSelector:
         self.count = 0
         self.best = self.index = self.below = self.above = None
         self.previous = self.total = None
+        self._eps = None
 
     def update(self, score):
         """Take the next frame's focus scores.
@@ -55,13 +56,23 @@ class SliceSelector:
         self.count = k + 1
         return took_best, took_above
 
-    def finish(self):
-        """Sub-slice depth (float32, slice units) and confidence in [0, 1]."""
+    def finish(self, rows=slice(None)):
+        """Sub-slice depth (float32, slice units) and confidence in [0, 1].
+
+        ``rows`` selects a band of rows: every step here is per pixel, so the
+        caller can finish a large image band by band with small temporaries.
+        """
         if self.count < 2:
             raise ValueError("focus stacking needs at least 2 frames")
-        offset = subslice_offset(self.below, self.best, self.above, self.be)
-        depth = self.index.astype(self.be.xp.float32) + offset
-        return depth, peak_confidence(self.best, self.total, self.count, self.be)
+        xp = self.be.xp
+        if self._eps is None:
+            # 1 % of the mean best score: untextured, noise-only pixels get ~0 confidence
+            self._eps = xp.float32(0.01) * self.best.mean(dtype=xp.float32) + xp.float32(1e-12)
+        best = self.best[rows]
+        offset = subslice_offset(self.below[rows], best, self.above[rows], self.be)
+        depth = self.index[rows].astype(xp.float32) + offset
+        mean = self.total[rows] * xp.float32(1.0 / self.count)
+        return depth, peak_confidence(best, mean, self._eps, self.be)
 
 
 def subslice_offset(below, peak, above, be):
@@ -84,13 +95,10 @@ def subslice_offset(below, peak, above, be):
     return xp.clip(offset, -0.5, 0.5).astype(xp.float32)
 
 
-def peak_confidence(best, total, count, be):
+def peak_confidence(best, mean, eps, be):
     """How far the best score stands above the mean score: 0 (flat) to 1 (one clear peak).
 
-    ``(best - mean) / (best + eps)``, with ``eps`` 1 % of the image's mean best
-    score so that untextured, noise-only pixels come out near 0.
+    ``(best - mean) / (best + eps)``; ``eps`` keeps pixels whose scores are all
+    tiny (no texture, only noise) near 0.
     """
-    xp = be.xp
-    mean = total / xp.float32(count)
-    eps = xp.float32(0.01) * best.mean() + xp.float32(1e-12)
-    return xp.clip((best - mean) / (best + eps), 0, 1).astype(xp.float32)
+    return be.xp.clip((best - mean) / (best + eps), 0, 1).astype(be.xp.float32)

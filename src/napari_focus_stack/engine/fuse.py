@@ -76,30 +76,27 @@ class DepthMapFusion:
 
     def update(self, frame, took_best, took_above):
         """Take the next frame, with the masks from :meth:`SliceSelector.update`."""
-        xp = self.be.xp
+        be = self.be
         if self.best is None:
             self.best = frame.copy()
-            self.below = xp.zeros_like(frame)
-            self.above = xp.zeros_like(frame)
+            self.below = be.xp.zeros_like(frame)
+            self.above = be.xp.zeros_like(frame)
         else:
-            if frame.ndim == 3:
-                took_best, took_above = took_best[..., None], took_above[..., None]
-            xp.copyto(self.above, frame, where=took_above)
-            xp.copyto(self.best, frame, where=took_best)
-            xp.copyto(self.below, self.previous, where=took_best)
+            be.copy_where(self.above, frame, took_above)
+            be.copy_where(self.best, frame, took_best)
+            be.copy_where(self.below, self.previous, took_best)
         self.previous = frame
 
-    def finish(self, depth, best_index, n_frames):
-        """Fused float32 image for the final ``depth`` map."""
-        xp = self.be.xp
-        lower, w_lower, w_upper = slice_pair_weights(depth, n_frames, self.be)
+    def finish(self, depth, best_index, n_frames, rows=slice(None)):
+        """Fused float32 image for the final ``depth`` of a band of ``rows``."""
+        be = self.be
+        lower, w_lower, w_upper = slice_pair_weights(depth, n_frames, be)
         on_best = lower == best_index
-        if self.best.ndim == 3:
-            on_best = on_best[..., None]
-        lower_pixels = xp.where(on_best, self.best, self.below)
-        upper_pixels = xp.where(on_best, self.above, self.best)
-        self.previous = None
-        return weighted_pair(w_lower, lower_pixels, w_upper, upper_pixels, self.be)
+        lower_pixels = self.below[rows].copy()
+        be.copy_where(lower_pixels, self.best[rows], on_best)
+        upper_pixels = self.best[rows].copy()
+        be.copy_where(upper_pixels, self.above[rows], on_best)
+        return weighted_pair(w_lower, lower_pixels, w_upper, upper_pixels, be)
 
 
 def fuse_frames_at_depth(frames, n_frames, depth, be):
@@ -116,11 +113,8 @@ def fuse_frames_at_depth(frames, n_frames, depth, be):
         if lower_acc is None:
             lower_acc = xp.zeros(frame.shape, dtype=frame.dtype)
             upper_acc = xp.zeros(frame.shape, dtype=frame.dtype)
-        is_lower, is_upper = lower == k, lower == k - 1
-        if frame.ndim == 3:
-            is_lower, is_upper = is_lower[..., None], is_upper[..., None]
-        xp.copyto(lower_acc, frame, where=is_lower)
-        xp.copyto(upper_acc, frame, where=is_upper)
+        be.copy_where(lower_acc, frame, lower == k)
+        be.copy_where(upper_acc, frame, lower == k - 1)
         yield k
     return weighted_pair(w_lower, lower_acc, w_upper, upper_acc, be)
 

@@ -60,6 +60,26 @@ def _check_cancel(cancel):
         raise StackCancelled("focus stacking was cancelled")
 
 
+#: Rows finished at a time: per-pixel work on bands keeps temporaries small
+#: and in cache.
+BAND_ROWS = 256
+
+
+def finish_depthmap(selector, fusion, dtype, be):
+    """Depth, confidence and the depth-map fused image, computed band by band."""
+    xp = be.xp
+    shape = selector.best.shape
+    depth = xp.empty(shape, dtype=xp.float32)
+    confidence = xp.empty(shape, dtype=xp.float32)
+    fused = xp.empty(fusion.best.shape, dtype=dtype)
+    for start in range(0, shape[0], BAND_ROWS):
+        rows = slice(start, start + BAND_ROWS)
+        depth[rows], confidence[rows] = selector.finish(rows)
+        pixels = fusion.finish(depth[rows], selector.index[rows], selector.count, rows)
+        fused[rows] = to_dtype(pixels, dtype, be)
+    return depth, confidence, fused
+
+
 def run_pipeline(frames, params, be, *, metadata=None, cancel=None):
     """Focus-stack ``frames`` (a sequence of ``(Y, X[, C])`` arrays).
 
@@ -79,7 +99,12 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None):
         frame = prepare_frame(raw, params.scale_factor, be)
         gray = be.luminance(frame)
         gray *= be.xp.float32(1.0 / value_range(frames.dtype))
-        score = focus_measure(gray, params.radius, params.smoothing, be)
+        if k == 0:
+            # Reused every frame; two score buffers because the selector
+            # still reads the previous frame's scores.
+            work = be.xp.empty_like(gray)
+            scores = (be.xp.empty_like(gray), be.xp.empty_like(gray))
+        score = focus_measure(gray, params.radius, params.smoothing, be, work=work, out=scores[k % 2])
         del gray
         t1 = time.perf_counter()
         took_best, took_above = selector.update(score)
@@ -94,13 +119,13 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None):
         timings["fuse"] += clock - t2
         yield Progress("stacking", k + 1, n)
     _check_cancel(cancel)
-    depth, confidence = selector.finish()
     if params.method == "depthmap":
-        fused = fusion.finish(depth, selector.index, n)
+        depth, confidence, fused = finish_depthmap(selector, fusion, frames.dtype, be)
     else:
-        fused = fusion.finish()
+        depth, confidence = selector.finish()
+        fused = to_dtype(fusion.finish(), frames.dtype, be)
     result = StackResult(
-        fused=be.to_host(to_dtype(fused, frames.dtype, be)),
+        fused=be.to_host(fused),
         depth=be.to_host(depth),
         confidence=be.to_host(confidence),
         params=params,

@@ -1,0 +1,84 @@
+"""The OpenCV backend must agree with the ndimage backend (which is what CuPy runs)."""
+
+import numpy as np
+import pytest
+
+from napari_focus_stack.engine.backend import (
+    DeviceUnavailableError,
+    NdimageBackend,
+    OpenCVBackend,
+    get_backend,
+    gpu_status,
+)
+
+CV = OpenCVBackend()
+ND = NdimageBackend()
+RNG = np.random.default_rng(0)
+GRAY = RNG.random((53, 71), dtype=np.float32)
+RGB = RNG.random((53, 71, 3), dtype=np.float32)
+
+OPERATIONS = {
+    "gaussian": lambda be, a: be.gaussian(a, 2.5),
+    "box_mean": lambda be, a: be.box_mean(a, 4),
+    "resize": lambda be, a: be.resize(a, 3),
+    "pyramid_down": lambda be, a: be.pyramid_down(a),
+    "pyramid_up": lambda be, a: be.pyramid_up(be.pyramid_down(a), a.shape),
+}
+
+
+@pytest.mark.parametrize("image", [GRAY, RGB], ids=["gray", "rgb"])
+@pytest.mark.parametrize("name", sorted(OPERATIONS))
+def test_opencv_matches_ndimage(name, image):
+    op = OPERATIONS[name]
+    a, b = op(CV, image), op(ND, image)
+    assert a.shape == b.shape
+    assert a.dtype == b.dtype == np.float32
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_laplacian_and_luminance_match():
+    np.testing.assert_allclose(CV.laplacian(GRAY), ND.laplacian(GRAY), atol=1e-6)
+    np.testing.assert_allclose(CV.luminance(RGB), ND.luminance(RGB), atol=1e-6)
+    assert CV.luminance(RGB).shape == (53, 71)
+
+
+def test_resize_keeps_pixel_centres():
+    # A bilinear ramp must stay a ramp on the finer grid, with the same mean.
+    ramp = np.tile(np.arange(8, dtype=np.float32), (4, 1))
+    up = CV.resize(ramp, 2)
+    assert up.shape == (8, 16)
+    # interior samples at input coordinate (j + 0.5) / 2 - 0.5
+    expected = (np.arange(16) + 0.5) / 2 - 0.5
+    np.testing.assert_allclose(up[0, 1:-1], expected[1:-1], atol=1e-6)
+
+
+def test_pyramid_round_trip_is_exact():
+    down = CV.pyramid_down(RGB)
+    assert down.shape == (27, 36, 3)
+    band = RGB - CV.pyramid_up(down, RGB.shape)
+    np.testing.assert_allclose(band + CV.pyramid_up(down, RGB.shape), RGB, atol=1e-6)
+
+
+def test_cpu_and_auto_without_gpu(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)  # import cupy -> ImportError
+    assert get_backend("cpu").name == "cpu"
+    assert get_backend("auto").name == "cpu"
+    ok, why = gpu_status()
+    assert not ok and "CuPy is not installed" in why
+
+
+@pytest.mark.parametrize("device", ["gpu", "gpu:1"])
+def test_gpu_without_cupy_says_how_to_install(monkeypatch, device):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    with pytest.raises(DeviceUnavailableError, match=r'pip install "napari-focus-stack\[gpu\]"'):
+        get_backend(device)
+
+
+@pytest.mark.parametrize("device", ["tpu", "gpu:x", ""])
+def test_unknown_device(device):
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'gpu' or 'gpu:N'"):
+        get_backend(device)

@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+
+from napari_focus_stack.engine.backend import get_backend
+from napari_focus_stack.engine.fuse import (
+    PyramidFusion,
+    fuse_frames_at_depth,
+    neighbour_weight,
+    slice_pair_weights,
+    to_dtype,
+)
+
+BE = get_backend("cpu")
+
+
+def drain(steps):
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def test_handover_weights():
+    t = np.linspace(0, 0.5, 11, dtype=np.float32)
+    w = neighbour_weight(t, BE)
+    assert w[0] == 0 and w[t <= 0.25].max() == 0 and w[-1] == pytest.approx(0.5)
+    assert np.all(np.diff(w) >= 0)
+    depth = np.array([0, 1.2, 1.5, 1.65, 2.0, 3.0, 7.5], np.float32)
+    lower, w_lo, w_up = slice_pair_weights(depth, 4, BE)
+    np.testing.assert_array_equal(lower, [0, 1, 1, 1, 2, 3, 3])
+    np.testing.assert_allclose(w_lo + w_up, 1, atol=1e-7)
+    np.testing.assert_allclose(w_up[[0, 1, 4, 5, 6]], 0)
+    assert w_up[2] == pytest.approx(0.5) and 0.5 < w_up[3] < 1
+
+
+def test_fuse_at_integer_depth_copies_that_frame():
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (5, 16, 16, 3), dtype=np.uint8)
+    depth = np.zeros((16, 16), np.float32)
+    depth[:, 8:] = 3
+    fused = to_dtype(drain(fuse_frames_at_depth(iter(frames), 5, depth, BE)), np.uint8, BE)
+    np.testing.assert_array_equal(fused[:, :8], frames[0, :, :8])
+    np.testing.assert_array_equal(fused[:, 8:], frames[3, :, 8:])
+
+
+def test_pyramid_fusion_of_identical_frames_is_identity():
+    rng = np.random.default_rng(1)
+    frame = rng.random((40, 60, 3), dtype=np.float32)
+    fusion = PyramidFusion(BE)
+    for _ in range(3):
+        fusion.update(frame)
+    np.testing.assert_allclose(fusion.finish(), frame, atol=1e-5)
+
+
+def test_to_dtype_rounds_and_clips():
+    image = np.array([-3.0, 0.4, 0.6, 254.5, 300.0], np.float32)
+    np.testing.assert_array_equal(to_dtype(image, np.uint8, BE), [0, 0, 1, 254, 255])
+    np.testing.assert_array_equal(to_dtype(image * 300, np.uint16, BE), [0, 120, 180, 65535, 65535])
+    assert to_dtype(image, np.float32, BE).dtype == np.float32
