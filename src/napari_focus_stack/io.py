@@ -1,0 +1,865 @@
+"""Read and write focus stacks: folders, lists and globs of frames, multi-page TIFFs.
+
+:func:`open_stack` checks a stack from its file headers alone (sizes, channels,
+bit depth, absurd dimensions) and returns a lazy :class:`FrameSequence` that
+decodes one frame at a time; :func:`read_stack` loads the whole stack after
+checking that it fits in memory. JPEG, PNG, BMP and WebP frames are decoded
+with OpenCV (fast, releases the GIL), TIFF with tifffile. Every problem a user
+can cause is raised as :class:`StackReadError`, whose one-line message names
+the file and the problem.
+
+>>> import numpy as np
+>>> frames = open_stack(np.zeros((3, 4, 5), np.uint8))
+>>> frames.shape, frames.dtype.name, frames[0].shape
+((3, 4, 5), 'uint8', (4, 5))
+"""
+
+import glob
+import json
+import math
+import operator
+import os
+import re
+import secrets
+import warnings
+import xml.etree.ElementTree as ElementTree
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path, PurePath
+
+import cv2
+import numpy as np
+import tifffile
+from PIL import Image
+
+#: Extensions (lower case) of the frame files that are read.
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
+#: Files a folder may hold beside its frames; skipped silently, as are hidden files.
+SIDECAR_EXTENSIONS = frozenset(
+    {".txt", ".md", ".json", ".xml", ".csv", ".ini", ".log", ".xmp", ".db"}
+)
+#: Extensions :func:`save_image` writes.
+SAVE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp")
+_EIGHT_BIT_EXTENSIONS = frozenset({".jpg", ".jpeg", ".bmp", ".webp"})
+_JPEG_QUALITY = 95
+
+_GRAY_PIL_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF_ORIENTATION_TAG = 0x0112
+_TIFF_ALPHA_SAMPLES = (1, 2)  # EXTRASAMPLE ASSOCALPHA, UNASSALPHA
+_UNITS_IN_UM = {
+    "pm": 1e-6, "å": 1e-4, "nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0,
+    "micron": 1.0, "microns": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6,
+}  # fmt: skip
+_TIFF_RESOLUTION_UNITS_IN_UM = {3: 1e4, 4: 1e3, 5: 1.0}  # centimeter, millimeter, micrometer
+_DIGITS = re.compile(r"(\d+)", re.ASCII)
+
+
+class StackReadError(ValueError):
+    """A stack cannot be read; the message names the file and the problem."""
+
+
+def natural_sort_key(path_or_str):
+    """Sort key that orders numbers by value and ignores case.
+
+    Parameters
+    ----------
+    path_or_str : str or os.PathLike
+
+    Returns
+    -------
+    key : tuple
+
+    Examples
+    --------
+    >>> sorted(["f10.jpg", "F2.jpg", "f1.jpg", "f.jpg"], key=natural_sort_key)
+    ['f.jpg', 'f1.jpg', 'F2.jpg', 'f10.jpg']
+    """
+    text = os.fspath(path_or_str)
+    path = PurePath(text)
+    # Folders, stem and extension apart, so that "img.jpg" sorts before "img2.jpg".
+    components = (*path.parent.parts, path.stem, path.suffix)
+    return tuple(_natural_chunks(component) for component in components), text
+
+
+def _natural_chunks(text):
+    # Odd chunks are digit runs; (0, int) and (1, str) never compare int with str.
+    return tuple(
+        (0, int(chunk)) if index % 2 else (1, chunk.casefold())
+        for index, chunk in enumerate(_DIGITS.split(text))
+        if chunk
+    )
+
+
+class FrameSequence:
+    """Lazy, validated stack of frames; a frame is decoded only when indexed.
+
+    Built by :func:`open_stack`, which has already checked from the headers that
+    every frame has the same shape and bit depth.
+
+    Parameters
+    ----------
+    loaders : sequence of callable
+        One per frame; each returns that frame as stored, shape ``frame_shape``.
+    frame_shape : tuple of int
+        ``(Y, X)`` or ``(Y, X, 3)``.
+    dtype : numpy.dtype
+        uint8, uint16 or float32; frames are converted to it.
+    metadata : dict
+        ``z_step_um``, ``pixel_size_um``, ``names``, ``paths`` and ``source``.
+    """
+
+    def __init__(self, loaders, frame_shape, dtype, metadata):
+        self._loaders = tuple(loaders)
+        self.shape = (len(self._loaders), *frame_shape)
+        self.dtype = np.dtype(dtype)
+        self.metadata = metadata
+
+    @property
+    def nbytes(self):
+        """Bytes the whole stack takes in memory as ``dtype``."""
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def __len__(self):
+        return self.shape[0]
+
+    def __getitem__(self, index):
+        index = operator.index(index)
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(f"frame {index} out of range for a stack of {len(self)}")
+        frame = self._loaders[index]()
+        if frame.shape != self.shape[1:]:
+            name = self.metadata["names"][index]
+            raise StackReadError(
+                f"{name}: decoded to shape {frame.shape} but its header says {self.shape[1:]}"
+            )
+        return np.ascontiguousarray(frame, dtype=self.dtype)
+
+    def __repr__(self):
+        return (
+            f"FrameSequence(shape={self.shape}, dtype={self.dtype.name}, "
+            f"source={self.metadata['source']!r})"
+        )
+
+
+@dataclass(frozen=True)
+class _FileFrames:
+    """What a file's header says about the frames it holds."""
+
+    shape: tuple  # (Y, X) or (Y, X, 3), as decoded
+    dtype: np.dtype  # as stored
+    loaders: tuple  # one zero-argument callable per frame
+    physical: dict  # z_step_um and pixel_size_um, None where the file does not say
+
+
+def open_stack(source, *, max_frame_pixels=400_000_000):
+    """Open a focus stack lazily, checking it from the file headers.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, list of paths, array or FrameSequence
+        A folder (every image file in it, in natural order; hidden and sidecar
+        files such as ``.txt`` are skipped, subfolders ignored), a list of
+        files (kept in the given order), a glob pattern, a multi-page TIFF
+        (plain, ImageJ hyperstack or OME) or an array ``(Z, Y, X[, C])``.
+    max_frame_pixels : int, optional
+        Refuse frames whose header declares more pixels than this (corrupt
+        files, decompression bombs). Frames read through Pillow headers
+        (JPEG, PNG, BMP, WebP) are also held to Pillow's own limit.
+
+    Returns
+    -------
+    frames : FrameSequence
+        Frames ``(Y, X)`` (gray) or ``(Y, X, 3)`` (RGB; alpha is dropped) of
+        dtype uint8, uint16 or float32. EXIF orientation of JPEG, PNG and WebP
+        frames is applied; TIFF orientation tags are ignored, as ImageJ does.
+
+    Raises
+    ------
+    StackReadError
+        Nothing to read, fewer than 2 frames, frames that differ in size,
+        channels or bit depth, unreadable or unsupported files.
+    """
+    if isinstance(source, FrameSequence):
+        return source
+    if hasattr(source, "shape") and hasattr(source, "dtype"):
+        return _open_array(source)
+    if isinstance(source, (list, tuple)):
+        paths = [Path(os.path.expanduser(path)) for path in source]
+        if not paths:
+            raise StackReadError("No image files given: the list of paths is empty")
+        return _open_paths(paths, _common_folder(paths), max_frame_pixels)
+    text = os.path.expanduser(os.fspath(source))
+    path = Path(text)
+    if path.is_dir():
+        return _open_paths(_list_folder(path), str(path), max_frame_pixels)
+    if path.is_file():
+        return _open_paths([path], str(path), max_frame_pixels)
+    if any(character in text for character in "*?["):
+        return _open_paths(_list_glob(text), text, max_frame_pixels)
+    raise StackReadError(f"{path}: no such file or folder")
+
+
+def read_stack(source, *, max_frame_pixels=400_000_000, memory_fraction=0.8):
+    """Read a whole focus stack into memory.
+
+    Parameters
+    ----------
+    source : str, os.PathLike, list of paths, array or FrameSequence
+        See :func:`open_stack`.
+    max_frame_pixels : int, optional
+        See :func:`open_stack`.
+    memory_fraction : float, optional
+        Refuse stacks larger than this fraction of the available memory.
+
+    Returns
+    -------
+    stack : ndarray
+        ``(Z, Y, X)`` or ``(Z, Y, X, 3)``.
+    metadata : dict
+        See :class:`FrameSequence`.
+
+    Examples
+    --------
+    >>> stack, metadata = read_stack(np.ones((2, 3, 3), np.float64))
+    >>> stack.dtype.name, metadata["names"]
+    ('float32', ['frame 0', 'frame 1'])
+    """
+    frames = open_stack(source, max_frame_pixels=max_frame_pixels)
+    _check_fits_in_memory(frames, memory_fraction)
+    stack = np.empty(frames.shape, frames.dtype)
+
+    def fill(index):
+        stack[index] = frames[index]
+
+    # Decoders release the GIL, so frames decode in parallel.
+    workers = min(len(frames), os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(fill, range(len(frames))))
+    return stack, frames.metadata
+
+
+def _available_memory():
+    """Bytes of memory available to a new allocation, or None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _check_fits_in_memory(frames, memory_fraction):
+    available = _available_memory()
+    if available is None or frames.nbytes <= available * memory_fraction:
+        return
+    raise StackReadError(
+        f"{frames.metadata['source']}: stack needs {frames.nbytes / 1e9:.2f} GB but only "
+        f"{available * memory_fraction / 1e9:.2f} GB are available "
+        f"({memory_fraction:.0%} of free memory); use fewer or smaller frames"
+    )
+
+
+# --- Sources -----------------------------------------------------------------
+
+
+def _list_folder(folder):
+    files = [path for path in folder.iterdir() if path.is_file()]
+    paths = _image_files(files)
+    if not paths:
+        raise StackReadError(
+            f"No image files found in {folder} (reads {_extension_list(IMAGE_EXTENSIONS)})"
+        )
+    return paths
+
+
+def _list_glob(pattern):
+    paths = _image_files(Path(match) for match in glob.glob(pattern) if os.path.isfile(match))
+    if not paths:
+        raise StackReadError(f"No image files found matching {pattern}")
+    return paths
+
+
+def _image_files(paths):
+    """Image files among ``paths`` in natural order; hidden and sidecar files skipped."""
+    images = []
+    for path in paths:
+        extension = path.suffix.lower()
+        if path.name.startswith(".") or extension in SIDECAR_EXTENSIONS:
+            continue
+        if extension not in IMAGE_EXTENSIONS:
+            raise StackReadError(_not_an_image_message(path))
+        images.append(path)
+    return sorted(images, key=natural_sort_key)
+
+
+def _not_an_image_message(path):
+    return (
+        f"{path}: not a supported image file "
+        f"(reads {_extension_list(IMAGE_EXTENSIONS)}); move it out of the stack"
+    )
+
+
+def _extension_list(extensions):
+    return ", ".join(sorted(extensions))
+
+
+def _common_folder(paths):
+    try:
+        return os.path.commonpath([str(path.parent) for path in paths])
+    except ValueError:  # different drives
+        return str(paths[0].parent)
+
+
+def _open_paths(paths, source, max_frame_pixels):
+    """Open one multi-frame file, or several files of one frame each."""
+    for path in paths:
+        if path.is_dir():
+            raise StackReadError(f"{path}: is a folder; give image files or one folder")
+        if not path.is_file():
+            raise StackReadError(f"{path}: no such file")
+        if path.suffix.lower() not in IMAGE_EXTENSIONS:
+            raise StackReadError(_not_an_image_message(path))
+    if len(paths) == 1:
+        frames = _read_file_frames(paths[0], max_frame_pixels)
+        count = len(frames.loaders)
+        names = [paths[0].name] if count == 1 else [f"{paths[0].name}[{i}]" for i in range(count)]
+        return _frame_sequence(frames, names, [str(paths[0])] * count, source)
+    first = _read_single_frame(paths[0], max_frame_pixels)
+    loaders = list(first.loaders)
+    for path in paths[1:]:
+        frames = _read_single_frame(path, max_frame_pixels)
+        _check_same_frames(path, frames, paths[0], first)
+        loaders.extend(frames.loaders)
+    stack = _FileFrames(first.shape, first.dtype, tuple(loaders), first.physical)
+    return _frame_sequence(stack, [path.name for path in paths], [str(p) for p in paths], source)
+
+
+def _read_single_frame(path, max_frame_pixels):
+    frames = _read_file_frames(path, max_frame_pixels)
+    if len(frames.loaders) != 1:
+        raise StackReadError(
+            f"{path}: holds {len(frames.loaders)} frames; open a multi-page file on its "
+            "own, not as part of a folder or list"
+        )
+    return frames
+
+
+def _check_same_frames(path, frames, first_path, first):
+    if frames.shape != first.shape:
+        raise StackReadError(
+            f"{path}: frame is {_describe_shape(frames.shape)} but {first_path.name} is "
+            f"{_describe_shape(first.shape)}; all frames must have the same size and channels"
+        )
+    if frames.dtype != first.dtype:
+        raise StackReadError(
+            f"{path}: pixels are {frames.dtype.name} but {first_path.name} has "
+            f"{first.dtype.name}; all frames must have the same bit depth"
+        )
+
+
+def _describe_shape(shape):
+    return f"{shape[1]}x{shape[0]} px {'RGB' if len(shape) == 3 else 'gray'}"
+
+
+def _frame_sequence(frames, names, paths, source):
+    if len(frames.loaders) < 2:
+        raise StackReadError(
+            f"{source}: only one frame ({names[0]}); focus stacking needs at least 2 frames"
+        )
+    metadata = {**frames.physical, "names": names, "paths": paths, "source": source}
+    dtype = _output_dtype(frames.dtype, paths[0])
+    return FrameSequence(frames.loaders, frames.shape, dtype, metadata)
+
+
+def _output_dtype(dtype, label):
+    """uint8, uint16 and float32 stay; other types that float32 holds become float32."""
+    dtype = np.dtype(dtype)
+    if dtype in (np.uint8, np.uint16, np.float32):
+        return dtype
+    if dtype in (np.int8, np.int16, np.float16, np.float64):
+        return np.dtype(np.float32)
+    raise StackReadError(
+        f"{label}: unsupported pixel type {dtype.name}; reads uint8, uint16 and float32 "
+        "(int8, int16, float16 and float64 as float32)"
+    )
+
+
+def _open_array(array):
+    label = f"array of shape {tuple(array.shape)}"
+    if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (1, 3, 4)):
+        raise StackReadError(
+            f"{label}: expected (Z, Y, X) or (Z, Y, X, C) with C = 1, 3 or 4 (alpha dropped)"
+        )
+    depth, height, width = array.shape[:3]
+    if depth < 2:
+        raise StackReadError(f"{label}: only one frame; focus stacking needs at least 2 frames")
+    rgb = array.ndim == 4 and array.shape[-1] > 1
+    frame_shape = (height, width, 3) if rgb else (height, width)
+    metadata = {
+        "z_step_um": None,
+        "pixel_size_um": None,
+        "names": [f"frame {i}" for i in range(depth)],
+        "paths": None,
+        "source": "array",
+    }
+    loaders = [partial(_array_frame, array, i) for i in range(depth)]
+    return FrameSequence(loaders, frame_shape, _output_dtype(array.dtype, label), metadata)
+
+
+def _array_frame(array, index):
+    frame = np.asarray(array[index])
+    if frame.ndim == 3:
+        return frame[..., 0] if frame.shape[-1] == 1 else frame[..., :3]
+    return frame
+
+
+@contextmanager
+def _reading(label, problem):
+    """Turn any failure while reading a file into a StackReadError naming ``label``."""
+    try:
+        yield
+    except (StackReadError, MemoryError):
+        raise
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StackReadError(f"{label}: {problem} ({reason})") from exc
+
+
+def _check_frame_pixels(path, height, width, max_frame_pixels):
+    if height * width > max_frame_pixels:
+        raise StackReadError(
+            f"{path}: header declares {width}x{height} px ({height * width / 1e6:,.0f} "
+            f"megapixels), more than max_frame_pixels={max_frame_pixels:,}; refusing to decode"
+        )
+
+
+def _read_file_frames(path, max_frame_pixels):
+    if path.suffix.lower() in TIFF_EXTENSIONS:
+        return _read_tiff_frames(path, max_frame_pixels)
+    return _read_pil_header_frame(path, max_frame_pixels)
+
+
+# --- JPEG, PNG, BMP, WebP: Pillow reads the header, OpenCV decodes -----------
+
+
+def _read_pil_header_frame(path, max_frame_pixels):
+    with _reading(path, "not a readable image"), open(path, "rb") as file:
+        head = file.read(26)
+        file.seek(0)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(file) as image:
+                    width, height = image.size
+                    mode = image.mode
+                    orientation = _exif_orientation(image.info.get("exif"))
+        except Image.DecompressionBombError as exc:
+            raise StackReadError(f"{path}: header declares an image too large to decode ({exc})")
+    _check_frame_pixels(path, height, width, max_frame_pixels)
+    if orientation in (5, 6, 7, 8):
+        height, width = width, height
+    gray = mode in _GRAY_PIL_MODES
+    # PNG is the one format here with 16 bits; its IHDR holds the bit depth at byte 24.
+    sixteen_bit = head.startswith(_PNG_SIGNATURE) and len(head) > 24 and head[24] == 16
+    loader = partial(_decode_with_opencv, path, gray, orientation)
+    return _FileFrames(
+        shape=(height, width) if gray else (height, width, 3),
+        dtype=np.dtype(np.uint16 if sixteen_bit else np.uint8),
+        loaders=(loader,),
+        physical={"z_step_um": None, "pixel_size_um": None},
+    )
+
+
+def _exif_orientation(exif_bytes):
+    """EXIF orientation (1 to 8) from raw EXIF bytes; 1 when absent or invalid."""
+    if not exif_bytes:
+        return 1
+    exif = Image.Exif()
+    try:
+        exif.load(exif_bytes)
+    except Exception:  # malformed EXIF must not stop a stack from opening
+        return 1
+    orientation = exif.get(_EXIF_ORIENTATION_TAG, 1)
+    return orientation if orientation in range(1, 9) else 1
+
+
+def _decode_with_opencv(path, gray, orientation):
+    # Orientation is applied here, from the header, so the decoded shape always
+    # matches what open_stack reported, whatever OpenCV's own EXIF support does.
+    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
+    flags |= cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
+    with _reading(path, "cannot decode image data"):
+        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
+    if image is None:
+        raise StackReadError(f"{path}: cannot decode image data (truncated or corrupt file)")
+    if not gray:
+        cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
+    return _apply_orientation(image, orientation)
+
+
+def _apply_orientation(image, orientation):
+    """View of ``image`` turned upright according to its EXIF orientation."""
+    if orientation == 2:
+        return image[:, ::-1]
+    if orientation == 3:
+        return image[::-1, ::-1]
+    if orientation == 4:
+        return image[::-1]
+    if orientation == 5:
+        return image.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(image, -1)
+    if orientation == 7:
+        return image[::-1, ::-1].swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(image, 1)
+    return image
+
+
+# --- TIFF: tifffile reads headers and pages -----------------------------------
+
+
+def _read_tiff_frames(path, max_frame_pixels):
+    with _reading(path, "not a readable TIFF"):
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            page = series.keyframe
+            page_shape, page_axes = page.shape, page.axes
+            height, width = page.shape[page_axes.index("Y")], page.shape[page_axes.index("X")]
+            _check_frame_pixels(path, height, width, max_frame_pixels)
+            color_samples = _tiff_color_samples(path, page)
+            frame_keys = _tiff_frame_keys(path, series.axes, series.shape, page_axes)
+            physical = _tiff_physical_sizes(tif)
+            decodable = page.compression in tifffile.TIFF.DECOMPRESSORS
+    color_planes = len(frame_keys[0])
+    rgb = color_samples == 3 or color_planes == 3
+    if decodable:
+        read = partial(_decode_tiff_pages, path, page=(page_shape, page_axes, color_samples))
+        loaders = tuple(partial(read, keys) for keys in frame_keys)
+    elif len(frame_keys) == 1 and color_planes == 1:
+        loaders = (partial(_decode_tiff_with_opencv, path, color_samples),)
+    else:
+        raise StackReadError(
+            f"{path}: {page.compression.name} compression of a multi-page TIFF needs the "
+            "'imagecodecs' package; install it or save the stack uncompressed"
+        )
+    return _FileFrames(
+        shape=(height, width, 3) if rgb else (height, width),
+        dtype=np.dtype(page.dtype),
+        loaders=loaders,
+        physical=physical,
+    )
+
+
+def _tiff_color_samples(path, page):
+    """Colour samples per pixel (1 or 3); alpha samples are dropped when decoding."""
+    alpha = sum(1 for sample in page.extrasamples if sample in _TIFF_ALPHA_SAMPLES)
+    color = page.samplesperpixel - alpha
+    if color not in (1, 3) or page.photometric == tifffile.PHOTOMETRIC.PALETTE:
+        raise StackReadError(
+            f"{path}: {color} colour samples per pixel ({page.photometric.name}); "
+            "reads gray or RGB (alpha is dropped)"
+        )
+    return color
+
+
+def _tiff_frame_keys(path, axes, shape, page_axes):
+    """Page indices of each frame: one page, or three for a channel axis of 3.
+
+    ``axes`` and ``shape`` describe the series with size-1 axes removed; the
+    axes before the page's own (Y, X and samples) index its pages.
+    """
+    if not axes.endswith(page_axes) or set(page_axes) - set("YXS"):
+        raise StackReadError(f"{path}: unsupported TIFF layout (axes {axes})")
+    stack_axes = dict(zip(axes[: len(axes) - len(page_axes)], shape, strict=False))
+    if "T" in stack_axes:
+        raise StackReadError(
+            f"{path}: has a time axis of {stack_axes['T']} points; split it into one "
+            "z-stack per time point first (or open it in napari)"
+        )
+    channels = stack_axes.get("C", 1)
+    if "C" in stack_axes and "S" in page_axes:
+        raise StackReadError(f"{path}: has both a channel axis and RGB samples; split it first")
+    if channels not in (1, 3):
+        raise StackReadError(
+            f"{path}: has {channels} channels; reads 1 (gray) or 3 (RGB): split the channels first"
+        )
+    z_axes = [axis for axis in stack_axes if axis != "C"]
+    if len(z_axes) > 1:
+        raise StackReadError(
+            f"{path}: has several stack axes ({''.join(z_axes)}); reads one z axis"
+        )
+    if not stack_axes:
+        return [[0]]
+    depth = stack_axes[z_axes[0]] if z_axes else 1
+    frame_keys = []
+    for z in range(depth):
+        keys = []
+        for channel in range(channels):
+            position = {"C": channel, **dict.fromkeys(z_axes, z)}
+            index = tuple(position[axis] for axis in stack_axes)
+            keys.append(int(np.ravel_multi_index(index, tuple(stack_axes.values()))))
+        frame_keys.append(keys)
+    return frame_keys
+
+
+def _decode_tiff_pages(path, keys, *, page):
+    """Decode the pages ``keys`` of series 0 into one ``(Y, X[, 3])`` frame.
+
+    ``page`` is the shape, axes and colour samples of the series' pages.
+    """
+    page_shape, page_axes, color_samples = page
+    with _reading(path, f"cannot decode TIFF page {keys[0]}"):
+        with tifffile.TiffFile(path) as tif:
+            pages = tif.asarray(key=keys, series=0)
+    pages = pages.reshape((len(keys), *page_shape))
+    if "S" in page_axes:
+        pages = np.moveaxis(pages, 1 + page_axes.index("S"), -1)[..., :color_samples]
+        pages = pages[..., 0] if color_samples == 1 else pages
+    return np.moveaxis(pages, 0, -1) if len(keys) == 3 else pages[0]
+
+
+def _decode_tiff_with_opencv(path, color_samples):
+    """Decode a single-page TIFF compressed in a way tifffile needs imagecodecs for."""
+    with _reading(path, "cannot decode TIFF"):
+        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise StackReadError(f"{path}: cannot decode TIFF (truncated or corrupt file)")
+    if image.ndim == 2:
+        return image
+    # OpenCV orders colour samples BGR(A); alpha and extra samples come last.
+    return image[..., 2::-1] if color_samples == 3 else image[..., 0]
+
+
+def _tiff_physical_sizes(tif):
+    """z step and (y, x) pixel size in µm from OME, ImageJ or resolution tags."""
+    if tif.is_ome:
+        return _ome_physical_sizes(tif.ome_metadata)
+    page = tif.series[0].keyframe
+    x_resolution, y_resolution = page.resolution
+    if tif.is_imagej:
+        imagej = tif.imagej_metadata or {}
+        scale = _unit_in_um(imagej.get("unit"))
+        spacing = imagej.get("spacing")
+    else:
+        scale = _TIFF_RESOLUTION_UNITS_IN_UM.get(int(page.resolutionunit))
+        spacing = None
+    if scale is None:
+        return {"z_step_um": None, "pixel_size_um": None}
+    pixel_size = None
+    if x_resolution > 0 and y_resolution > 0:
+        pixel_size = (scale / y_resolution, scale / x_resolution)
+    z_step = float(spacing) * scale if spacing else None
+    return {"z_step_um": z_step, "pixel_size_um": pixel_size}
+
+
+def _unit_in_um(unit):
+    if not unit:
+        return None
+    return _UNITS_IN_UM.get(str(unit).replace("\\u00B5", "µ").strip().lower())
+
+
+def _ome_physical_sizes(ome_xml):
+    try:
+        root = ElementTree.fromstring(ome_xml)
+    except ElementTree.ParseError:
+        return {"z_step_um": None, "pixel_size_um": None}
+    pixels = next((element for element in root.iter() if element.tag.endswith("Pixels")), None)
+    attributes = {} if pixels is None else pixels.attrib
+
+    def size_um(axis):
+        try:
+            value = float(attributes[f"PhysicalSize{axis}"])
+        except (KeyError, ValueError):
+            return None
+        scale = _unit_in_um(attributes.get(f"PhysicalSize{axis}Unit", "µm"))
+        return None if scale is None else value * scale
+
+    x_size, y_size = size_um("X"), size_um("Y")
+    pixel_size = None if x_size is None else (y_size or x_size, x_size)
+    return {"z_step_um": size_um("Z"), "pixel_size_um": pixel_size}
+
+
+# --- Writing -------------------------------------------------------------------
+
+
+def save_image(image, path, *, metadata=None):
+    """Save a 2-D gray or ``(Y, X, 3)`` RGB image, atomically.
+
+    The file is written under a temporary name in the same folder and renamed
+    into place, so ``path`` never holds a half-written file.
+
+    Parameters
+    ----------
+    image : array_like
+    path : str or os.PathLike
+        The extension picks the format. ``.tif``/``.tiff`` keep any dtype
+        (uint16 and float32 included) and store ``metadata``. ``.png`` stores
+        uint8 and uint16. ``.jpg``, ``.jpeg``, ``.bmp`` and ``.webp`` store
+        8 bits: uint16 is scaled by 1/257 (0 -> 0, 65535 -> 255, rounded).
+        Float images have no fixed range, so only TIFF stores them.
+    metadata : dict, optional
+        TIFF only: stored as JSON in the ImageDescription (read it back with
+        :func:`read_metadata`); ``"pixel_size_um"`` ``(y, x)`` also sets the
+        resolution tags. Values may be NumPy arrays and scalars.
+
+    Returns
+    -------
+    path : pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        Unknown extension, or an image the format cannot store.
+    """
+    path = Path(path)
+    extension = path.suffix.lower()
+    image = np.asarray(image)
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
+        raise ValueError(f"save_image takes (Y, X) or (Y, X, 3) images, not {image.shape}")
+    if extension in TIFF_EXTENSIONS:
+        # Serialised first, so that metadata JSON cannot hold fails before any file exists.
+        description = json.dumps(metadata, default=_json_default) if metadata else None
+        pixel_size = (metadata or {}).get("pixel_size_um")
+        write = partial(
+            _write_tiff, image=image, description=description, pixel_size_um=pixel_size
+        )
+    elif extension in SAVE_EXTENSIONS:
+        encoded = _encode_with_opencv(image, extension)
+        write = partial(_write_bytes, data=encoded)
+    else:
+        raise ValueError(
+            f"{path}: cannot save {extension!r} files; supported: {', '.join(SAVE_EXTENSIONS)}"
+        )
+    _write_atomically(path, write)
+    return path
+
+
+def read_metadata(path):
+    """The metadata dict :func:`save_image` stored in a TIFF; empty if there is none.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = save_image(np.zeros((2, 2)), f"{folder}/a.tif", metadata={"radius": 8})
+    ...     read_metadata(path)
+    {'radius': 8}
+    """
+    with tifffile.TiffFile(path) as tif:
+        description = tif.pages[0].description
+    try:
+        metadata = json.loads(description)
+    except ValueError:
+        return {}
+    return metadata if isinstance(metadata, dict) else {}
+
+
+def _write_atomically(path, write):
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "xb") as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _write_tiff(file, *, image, description, pixel_size_um):
+    resolution = {}
+    if pixel_size_um is not None:
+        y_size, x_size = (float(size) for size in pixel_size_um)
+        resolution = {"resolution": (1e4 / x_size, 1e4 / y_size), "resolutionunit": "CENTIMETER"}
+    tifffile.imwrite(
+        file,
+        image,
+        photometric="rgb" if image.ndim == 3 else "minisblack",
+        description=description,
+        metadata=None,  # no tifffile shape description beside ours
+        **resolution,
+    )
+
+
+def _write_bytes(file, *, data):
+    file.write(data)
+
+
+def _json_default(value):
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"metadata value {value!r} of type {type(value).__name__} is not JSON")
+
+
+def _encode_with_opencv(image, extension):
+    if extension in _EIGHT_BIT_EXTENSIONS:
+        image = _to_uint8(image, extension)
+    elif image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"PNG stores uint8 or uint16, not {image.dtype.name}; save as .tif")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, _JPEG_QUALITY] if extension in (".jpg", ".jpeg") else []
+    ok, encoded = cv2.imencode(extension, image, params)
+    if not ok:
+        raise ValueError(f"OpenCV cannot encode {extension} images")
+    return encoded.tobytes()
+
+
+def _to_uint8(image, extension):
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16:
+        return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    raise ValueError(
+        f"{extension} stores 8 bits: convert {image.dtype.name} to uint8 first, or save as .tif"
+    )
+
+
+def split_into_stacks(paths, stack_size):
+    """Cut files, in natural order, into consecutive stacks of ``stack_size``.
+
+    A last, shorter group is kept if it has at least 2 files.
+
+    Parameters
+    ----------
+    paths : iterable of str or os.PathLike
+    stack_size : int
+        At least 2.
+
+    Returns
+    -------
+    stacks : list of list of pathlib.Path
+
+    Raises
+    ------
+    ValueError
+        ``stack_size`` below 2, or a single file left over at the end.
+
+    Examples
+    --------
+    >>> [[p.name for p in stack] for stack in split_into_stacks(["c2", "a10", "a9", "b1"], 2)]
+    [['a9', 'a10'], ['b1', 'c2']]
+    """
+    if stack_size < 2:
+        raise ValueError(f"stack_size must be at least 2, not {stack_size}")
+    ordered = sorted((Path(path) for path in paths), key=natural_sort_key)
+    stacks = [ordered[start : start + stack_size] for start in range(0, len(ordered), stack_size)]
+    if stacks and len(stacks[-1]) < 2:
+        raise ValueError(
+            f"{len(ordered)} files do not split into stacks of {stack_size}: 1 file is left "
+            f"over ({stacks[-1][0].name}); a stack needs at least 2 frames"
+        )
+    return stacks
