@@ -85,14 +85,17 @@ def run(args):
     from .engine.backend import get_backend
     from .engine.pipeline import run_pipeline
     from .engine.result import StackParams
-    from .io import check_writable_extension, open_stack, save_image
+    from .io import SAVE_EXTENSIONS, open_stack, save_image
 
     try:
         params = StackParams(args.radius, args.smoothing, args.scale_factor, args.method, "none", args.device)
-        check_writable_extension(args.output)
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     outputs = output_paths(args)
+    if outputs[0][1].suffix.lower() not in SAVE_EXTENSIONS:
+        raise UsageError(
+            f"cannot write {outputs[0][1].name}: the fused image can be saved as {', '.join(SAVE_EXTENSIONS)}"
+        )
     for role, path in outputs[1:]:
         if path.suffix.lower() not in (".tif", ".tiff"):
             raise UsageError(f"the {role} is written as float32 TIFF: use a .tif name, not {path.name}")

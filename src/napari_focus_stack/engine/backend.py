@@ -20,7 +20,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-import scipy.ndimage
 
 #: Luminance weights (Rec. 601, as most cameras and OpenCV use) for decisions
 #: made on a grey image while every colour channel is carried.
@@ -53,10 +52,20 @@ def box_kernel(radius: int) -> np.ndarray:
 class NdimageBackend:
     """Array module + ``ndimage`` module: NumPy/SciPy, or CuPy/cupyx."""
 
-    def __init__(self, xp=np, ndi=scipy.ndimage, name="cpu"):
+    def __init__(self, xp=np, ndi=None, name="cpu"):
         self.xp = xp
-        self.ndi = ndi
+        self._ndi = ndi
         self.name = name
+
+    @property
+    def ndi(self):
+        """The ``ndimage`` module; SciPy's is imported on first use (it costs
+        a quarter of a second, which the OpenCV path never needs to pay)."""
+        if self._ndi is None:
+            import scipy.ndimage
+
+            self._ndi = scipy.ndimage
+        return self._ndi
 
     def __repr__(self):
         return f"{type(self).__name__}({self.name!r})"
@@ -137,7 +146,7 @@ class OpenCVBackend(NdimageBackend):
     """CPU backend: same kernels and borders, evaluated by OpenCV."""
 
     def __init__(self):
-        super().__init__(np, scipy.ndimage, "cpu")
+        super().__init__(np, None, "cpu")
         import cv2
 
         self._cv2 = cv2

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from .depth import SliceSelector
-from .focus import focus_measure
+from .focus import FocusMeasure
 from .fuse import DepthMapFusion, PyramidFusion, fuse_frames_at_depth, to_dtype
 from .result import Progress, StackCancelled, StackResult
 
@@ -88,24 +88,19 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None):
     """
     n = len(frames)
     selector = SliceSelector(be)
+    measure = FocusMeasure(params.radius, params.smoothing, be)
     fusion = DepthMapFusion(be) if params.method == "depthmap" else PyramidFusion(be)
+    to_unit = be.xp.float32(1.0 / value_range(frames.dtype))
     timings = {"read": 0.0, "focus": 0.0, "select": 0.0, "fuse": 0.0}
     stop = cancel.is_set if cancel is not None else (lambda: False)
     clock = time.perf_counter()
     for k, raw in enumerate(prefetched(frames, stop)):
         _check_cancel(cancel)
-        now = time.perf_counter()
-        timings["read"] += now - clock
+        t0 = time.perf_counter()
         frame = prepare_frame(raw, params.scale_factor, be)
         gray = be.luminance(frame)
-        gray *= be.xp.float32(1.0 / value_range(frames.dtype))
-        if k == 0:
-            # Reused every frame; two score buffers because the selector
-            # still reads the previous frame's scores.
-            work = be.xp.empty_like(gray)
-            scores = (be.xp.empty_like(gray), be.xp.empty_like(gray))
-        score = focus_measure(gray, params.radius, params.smoothing, be, work=work, out=scores[k % 2])
-        del gray
+        gray *= to_unit
+        score = measure(gray)
         t1 = time.perf_counter()
         took_best, took_above = selector.update(score)
         t2 = time.perf_counter()
@@ -113,13 +108,17 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None):
             fusion.update(frame, took_best, took_above)
         else:
             fusion.update(frame)
-        clock = time.perf_counter()
-        timings["focus"] += t1 - now
-        timings["select"] += t2 - t1
-        timings["fuse"] += clock - t2
+        del frame, gray, score, took_best, took_above
+        clock, t3 = time.perf_counter(), clock
+        for stage, seconds in (("read", t0 - t3), ("focus", t1 - t0), ("select", t2 - t1), ("fuse", clock - t2)):
+            timings[stage] += seconds
         yield Progress("stacking", k + 1, n)
     _check_cancel(cancel)
+    # what only the frame loop needed, freed before the outputs are allocated
+    measure.release()
+    selector.previous = None
     if params.method == "depthmap":
+        fusion.previous = None
         depth, confidence, fused = finish_depthmap(selector, fusion, frames.dtype, be)
     else:
         depth, confidence = selector.finish()
