@@ -1,0 +1,134 @@
+"""Command line: outputs, provenance, and one-line errors for user mistakes."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_focus_stack import focus_stack, simulate_stack
+from napari_focus_stack.cli import main
+from napari_focus_stack.io import read_metadata, save_image
+
+
+@pytest.fixture
+def frames_dir(tmp_path):
+    sim = simulate_stack((48, 64), 6, rgb=True, seed=1)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, frame in enumerate(sim.frames):
+        save_image(frame, folder / f"z{k + 1}.png")
+    return folder, sim
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.err
+
+
+def test_writes_fused_depth_and_confidence(tmp_path, frames_dir, capsys):
+    folder, sim = frames_dir
+    out, depth, conf = tmp_path / "fused.tif", tmp_path / "depth.tif", tmp_path / "conf.tif"
+    code, err = run_cli(capsys, folder, "-o", out, "--depth", depth, "--confidence", conf, "--radius", 4, "-q")
+    assert code == 0 and err == ""
+    expected = focus_stack(sim.frames, radius=4, device="cpu")
+    np.testing.assert_array_equal(tifffile.imread(out), expected.fused)
+    np.testing.assert_allclose(tifffile.imread(depth), expected.depth, atol=1e-6)
+    assert tifffile.imread(conf).dtype == np.float32
+    info = read_metadata(out)
+    assert info["radius"] == 4 and info["smoothing"] == 4 and info["method"] == "depthmap"
+    assert info["n_frames"] == 6
+    assert read_metadata(depth)["content"] == "depth map"
+
+
+def test_progress_and_summary_on_stderr(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    code, err = run_cli(capsys, folder, "-o", tmp_path / "fused.png")
+    assert code == 0
+    assert "fused 6 frames into" in err and "(64x48, cpu)" in err
+
+
+def test_several_files_and_scale_factor(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    files = sorted(folder.iterdir())
+    out = tmp_path / "fused.tif"
+    code, _ = run_cli(capsys, *files, "-o", out, "--scale-factor", 2, "-q")
+    assert code == 0 and tifffile.imread(out).shape == (96, 128, 3)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--radius", "30"], "radius must be from 1 to 20, got 30"),
+        (["--scale-factor", "0"], "scale_factor must be from 1 to 4, got 0"),
+        (["--device", "tpu"], "device must be 'auto', 'cpu', 'gpu' or 'gpu:N'"),
+        (["--depth", "depth.png"], "the depth map is written as float32 TIFF: use a .tif name"),
+    ],
+)
+def test_bad_options(tmp_path, frames_dir, capsys, extra, message):
+    folder, _ = frames_dir
+    code, err = run_cli(capsys, folder, "-o", tmp_path / "fused.tif", *extra)
+    assert code == 2
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "fused.tif").exists()
+
+
+def test_unknown_output_format(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    code, err = run_cli(capsys, folder, "-o", tmp_path / "fused.xyz")
+    assert code == 2 and "cannot write fused.xyz: the fused image can be saved as .tif" in err
+
+
+def test_missing_output_folder(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    code, err = run_cli(capsys, folder, "-o", tmp_path / "nowhere" / "fused.tif")
+    assert code == 2 and "folder" in err and "does not exist" in err
+
+
+def test_never_overwrites_an_input(frames_dir, capsys):
+    folder, _ = frames_dir
+    target = folder / "z3.png"
+    before = target.read_bytes()
+    code, err = run_cli(capsys, folder, "-o", target)
+    assert code == 2 and f"refusing to overwrite input file {target}" in err
+    assert target.read_bytes() == before
+
+
+def test_same_path_twice(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    code, err = run_cli(capsys, folder, "-o", tmp_path / "a.tif", "--depth", tmp_path / "a.tif")
+    assert code == 2 and "would both be written to" in err
+
+
+def test_empty_folder_is_one_line(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = run_cli(capsys, empty, "-o", tmp_path / "fused.tif")
+    assert code == 2
+    assert err.startswith("napari-focus-stack: error: ") and "No image files found" in err
+    assert err.count("\n") == 1
+
+
+def test_corrupt_frame_leaves_no_output(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    data = (folder / "z4.png").read_bytes()
+    (folder / "z4.png").write_bytes(data[: len(data) // 2])  # truncated
+    out = tmp_path / "fused.tif"
+    code, err = run_cli(capsys, folder, "-o", out, "-q")
+    assert code == 2 and "z4.png" in err
+    assert list(tmp_path.glob("fused*")) == []
+
+
+def test_console_script_runs(tmp_path, frames_dir):
+    folder, _ = frames_dir
+    out = tmp_path / "fused.tif"
+    done = subprocess.run(
+        [sys.executable, "-m", "napari_focus_stack.cli", str(folder), "-o", str(out), "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert tifffile.imread(out).shape == (48, 64, 3)
