@@ -2,6 +2,7 @@ import json
 
 import cv2
 import numpy as np
+import tifffile
 import pytest
 
 from napari_focus_stack import synthetic
@@ -294,3 +295,15 @@ def test_psnr_and_ssim():
     assert ssim(truth, truth) == pytest.approx(1.0)
     noisy = np.clip(truth + np.random.default_rng(0).normal(0, 20, truth.shape), 0, 255)
     assert ssim(noisy.astype(np.uint8), truth) < 0.9
+
+
+def test_write_sample_stack_is_readable_with_truth(tmp_path):
+    from napari_focus_stack.io import open_stack
+    from napari_focus_stack.synthetic import write_sample_stack
+
+    paths = write_sample_stack(tmp_path / "sample", shape=(48, 64), n_slices=5)
+    assert [p.name for p in paths] == ["z01.jpg", "z02.jpg", "z03.jpg", "z04.jpg", "z05.jpg"]
+    frames = open_stack(tmp_path / "sample")  # the truth/ sub-folder is not read as frames
+    assert frames.shape == (5, 48, 64, 3)
+    assert (tmp_path / "sample" / "truth" / "all_in_focus.png").is_file()
+    assert tifffile.imread(tmp_path / "sample" / "truth" / "depth.tif").dtype == np.float32

@@ -847,3 +847,53 @@ def ssim(image, truth):
             channel_axis=-1 if truth.ndim == 3 else None,
         )
     )
+
+
+# --------------------------------------------------------------------------
+# Sample data on disk
+# --------------------------------------------------------------------------
+
+
+def write_sample_stack(folder, *, shape=(768, 1024), n_slices=12, seed=0):
+    """Write a simulated RGB stack as JPEG frames, with its truth in ``truth/``.
+
+    ``folder/z01.jpg ...`` are the frames (as a camera writes them);
+    ``folder/truth/all_in_focus.png`` and ``folder/truth/depth.tif`` (float32,
+    slices) are the ground truth. Sub-folders are not read as frames, so the
+    folder can be given to the reader, the command line or napari as it is.
+
+    Returns the frame paths.
+    """
+    from pathlib import Path
+
+    from .io import save_image
+
+    folder = Path(folder)
+    (folder / "truth").mkdir(parents=True, exist_ok=True)
+    sim = simulate_stack(shape, n_slices, rgb=True, noise=0.01, seed=seed)
+    paths = [folder / f"z{k + 1:02d}.jpg" for k in range(n_slices)]
+    for path, frame in zip(paths, sim.frames):
+        save_image(frame, path)
+    save_image(sim.texture, folder / "truth" / "all_in_focus.png")
+    save_image(sim.depth, folder / "truth" / "depth.tif", metadata={"content": "true depth (slices)"})
+    return paths
+
+
+def _main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m napari_focus_stack.synthetic",
+        description="Write a simulated focal stack (JPEG frames + ground truth) into FOLDER.",
+    )
+    parser.add_argument("folder", help="where to write the frames (created if missing)")
+    parser.add_argument("--size", type=int, nargs=2, default=(1024, 768), metavar=("WIDTH", "HEIGHT"))
+    parser.add_argument("--frames", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    paths = write_sample_stack(args.folder, shape=args.size[::-1], n_slices=args.frames, seed=args.seed)
+    print(f"wrote {len(paths)} frames to {args.folder} (ground truth in {args.folder}/truth)")
+
+
+if __name__ == "__main__":
+    _main()
