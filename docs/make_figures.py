@@ -1,0 +1,89 @@
+"""Make the pictures in README.md from the project's own simulator.
+
+    python docs/make_figures.py
+
+Writes PNGs into docs/images/. Every picture is computed, so it can be made
+again after the engine changes.
+"""
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from napari_focus_stack import focus_stack, simulate_stack
+
+OUT = Path(__file__).resolve().parent / "images"
+PANEL = 256
+
+
+def labelled(image, text):
+    """An RGB uint8 panel of PANEL x PANEL with ``text`` written on it."""
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    panel = cv2.resize(image, (PANEL, PANEL), interpolation=cv2.INTER_AREA).copy()
+    cv2.rectangle(panel, (0, 0), (PANEL, 22), (0, 0, 0), thickness=-1)
+    cv2.putText(panel, text, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+    return panel
+
+
+def coloured_depth(depth, n_slices):
+    """Depth in slices as an RGB viridis image over the stack's range."""
+    scaled = np.clip(depth / (n_slices - 1) * 255, 0, 255).astype(np.uint8)
+    return cv2.applyColorMap(scaled, cv2.COLORMAP_VIRIDIS)[..., ::-1]
+
+
+def save_row(name, panels):
+    path = OUT / name
+    gap = np.full((PANEL, 4, 3), 255, np.uint8)
+    row = [p for panel in panels for p in (panel, gap)][:-1]
+    cv2.imwrite(str(path), np.hstack(row)[..., ::-1])
+    print("wrote", path)
+
+
+def main():
+    OUT.mkdir(parents=True, exist_ok=True)
+    n = 12
+    sim = simulate_stack((512, 512), n, texture="mixed", depth="dome", rgb=True, noise=0.01, seed=1)
+    result = focus_stack(sim.frames, device="cpu")
+    save_row(
+        "overview.png",
+        [
+            labelled(sim.frames[1], "frame 2 of 12"),
+            labelled(sim.frames[9], "frame 10 of 12"),
+            labelled(result.fused, "fused"),
+            labelled(coloured_depth(result.depth, n), "depth (slices)"),
+            labelled((result.confidence * 255).astype(np.uint8), "confidence"),
+        ],
+    )
+
+    steps = simulate_stack((384, 384), n, texture="cells", depth="steps", rgb=True, noise=0.02, seed=4)
+    save_row(
+        "radius.png",
+        [labelled(coloured_depth(steps.depth, n), "true depth")]
+        + [
+            labelled(coloured_depth(focus_stack(steps.frames, radius=r, smoothing=2).depth, n), f"radius {r}")
+            for r in (2, 8, 16)
+        ],
+    )
+    save_row(
+        "smoothing.png",
+        [labelled(coloured_depth(steps.depth, n), "true depth")]
+        + [
+            labelled(coloured_depth(focus_stack(steps.frames, radius=4, smoothing=s).depth, n), f"smoothing {s}")
+            for s in (1, 4, 10)
+        ],
+    )
+    crop = (slice(96, 224), slice(96, 224))
+    save_row(
+        "methods.png",
+        [labelled(steps.texture[crop], "truth")]
+        + [
+            labelled(focus_stack(steps.frames, method=m).fused[crop], m)
+            for m in ("depthmap", "pyramid")
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
