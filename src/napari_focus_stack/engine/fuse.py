@@ -16,6 +16,8 @@ do not shift.
 
 import math
 
+import numpy as np
+
 #: Depth-map hand-over: up to this distance from a slice only that slice is
 #: used (sharpest pixels, best PSNR); beyond it the neighbour fades in so that
 #: both slices weigh 0.5 where the depth is half-way between them.
@@ -60,10 +62,10 @@ def weighted_pair(w_lower, lower_pixels, w_upper, upper_pixels, be):
 def to_dtype(image, dtype, be):
     """Round and clip float32 ``image`` into ``dtype`` (float stays float32)."""
     xp = be.xp
-    dtype = xp.dtype(dtype)
+    dtype = np.dtype(dtype)
     if dtype.kind == "f":
         return image.astype(xp.float32, copy=False)
-    info = xp.iinfo(dtype)
+    info = np.iinfo(dtype)
     return xp.clip(xp.rint(image), info.min, info.max).astype(dtype)
 
 
