@@ -21,7 +21,6 @@ class SliceSelector:
         self.count = 0
         self.best = self.index = self.below = self.above = None
         self.previous = self.total = None
-        self._eps = None
 
     def update(self, score):
         """Take the next frame's focus scores.
@@ -65,14 +64,11 @@ class SliceSelector:
         if self.count < 2:
             raise ValueError("focus stacking needs at least 2 frames")
         xp = self.be.xp
-        if self._eps is None:
-            # 1 % of the mean best score: untextured, noise-only pixels get ~0 confidence
-            self._eps = xp.float32(0.01) * self.best.mean(dtype=xp.float32) + xp.float32(1e-12)
         best = self.best[rows]
         offset = subslice_offset(self.below[rows], best, self.above[rows], self.be)
         depth = self.index[rows].astype(xp.float32) + offset
         mean = self.total[rows] * xp.float32(1.0 / self.count)
-        return depth, peak_confidence(best, mean, self._eps, self.be)
+        return depth, peak_confidence(best, mean, self.be)
 
 
 def subslice_offset(below, peak, above, be):
@@ -95,10 +91,17 @@ def subslice_offset(below, peak, above, be):
     return xp.clip(offset, -0.5, 0.5).astype(xp.float32)
 
 
-def peak_confidence(best, mean, eps, be):
+#: Focus energy (grey levels scaled to [0, 1]) below which a pixel counts as
+#: having no detail at all; far below the noise of any real camera.
+ENERGY_FLOOR = 1e-9
+
+
+def peak_confidence(best, mean, be):
     """How far the best score stands above the mean score: 0 (flat) to 1 (one clear peak).
 
-    ``(best - mean) / (best + eps)``; ``eps`` keeps pixels whose scores are all
-    tiny (no texture, only noise) near 0.
+    ``(best - mean) / (best + ENERGY_FLOOR)``. It depends on each pixel's own
+    focus curve only (no image-wide statistic), so it is the same whether the
+    image is processed whole or in tiles, and the same for dim and bright data.
     """
-    return be.xp.clip((best - mean) / (best + eps), 0, 1).astype(be.xp.float32)
+    floor = be.xp.float32(ENERGY_FLOOR)
+    return be.xp.clip((best - mean) / (best + floor), 0, 1).astype(be.xp.float32)
