@@ -63,7 +63,7 @@ def test_several_files_and_scale_factor(tmp_path, frames_dir, capsys):
     [
         (["--radius", "30"], "radius must be from 1 to 20, got 30"),
         (["--scale-factor", "0"], "scale_factor must be from 1 to 4, got 0"),
-        (["--device", "tpu"], "device must be 'auto', 'cpu', 'gpu' or 'gpu:N'"),
+        (["--device", "tpu"], "device must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'gpu:all'"),
         (["--depth", "depth.png"], "the depth map is written as float32 TIFF: use a .tif name"),
     ],
 )

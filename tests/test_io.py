@@ -543,21 +543,21 @@ def test_decompression_bomb_refused_from_header(tmp_path, make, size, limit):
 
 
 def test_stack_larger_than_available_memory_is_refused(monkeypatch):
-    monkeypatch.setattr(io, "_available_memory", lambda: 1_000_000)
+    monkeypatch.setattr(io, "host_available_memory", lambda: 1_000_000)
     stack = np.zeros((4, 500, 500), np.uint8)  # 1 MB
     with pytest.raises(StackReadError, match="stack needs 0.00 GB but only 0.00 GB"):
         read_stack(stack)
-    monkeypatch.setattr(io, "_available_memory", lambda: 1_000_000_000)
+    monkeypatch.setattr(io, "host_available_memory", lambda: 1_000_000_000)
     assert read_stack(stack, memory_fraction=0.5)[0].shape == stack.shape
 
 
 def test_unknown_available_memory_skips_the_check(monkeypatch):
-    monkeypatch.setattr(io, "_available_memory", lambda: None)
+    monkeypatch.setattr(io, "host_available_memory", lambda: None)
     assert read_stack(np.zeros((2, 3, 3), np.uint8))[0].shape == (2, 3, 3)
 
 
 def test_available_memory_is_read():
-    available = io._available_memory()
+    available = io.host_available_memory()
     assert available is None or available > 0
 
 

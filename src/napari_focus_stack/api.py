@@ -1,7 +1,7 @@
 """Python API: :func:`focus_stack`, :func:`iter_focus_stack`, :func:`fuse_from_depth`
 and the drop-in :class:`FocusStacker` class of the original tool."""
 
-from .engine.backend import get_backend
+from .engine.backend import get_backend, get_backends
 from .engine.pipeline import run_pipeline, run_refuse
 from .engine.result import DEFAULTS, StackParams
 from .io import open_stack, save_image, split_into_stacks
@@ -28,6 +28,7 @@ def iter_focus_stack(
     align=DEFAULTS["align"],
     device=DEFAULTS["device"],
     cancel=None,
+    max_memory=None,
 ):
     """Generator form of :func:`focus_stack`: yields :class:`Progress`, returns the result.
 
@@ -36,8 +37,10 @@ def iter_focus_stack(
     """
     params = StackParams(radius, smoothing, scale_factor, method, align, device)
     frames = open_stack(source)
-    be = get_backend(params.device)
-    return run_pipeline(frames, params, be, metadata=frames.metadata, cancel=cancel)
+    backends = get_backends(params.device)
+    return run_pipeline(
+        frames, params, backends, metadata=frames.metadata, cancel=cancel, max_memory=max_memory
+    )
 
 
 def focus_stack(
@@ -51,6 +54,7 @@ def focus_stack(
     device=DEFAULTS["device"],
     progress=None,
     cancel=None,
+    max_memory=None,
 ):
     """Fuse a focal stack into one all-in-focus image, with depth and confidence maps.
 
@@ -73,12 +77,17 @@ def focus_stack(
         hand-over; ``"pyramid"`` selects detail per scale in a Laplacian pyramid.
     align : {"none"}
         Frame alignment (more modes to come).
-    device : {"auto", "cpu", "gpu", "gpu:N"}
-        Where to compute. ``"auto"`` uses a GPU when CuPy sees one.
+    device : {"auto", "cpu", "gpu", "gpu:N", "gpu:all"}
+        Where to compute. ``"auto"`` uses a GPU when CuPy sees one;
+        ``"gpu:all"`` spreads tiles over every GPU.
     progress : callable, optional
         Called with a :class:`Progress` after every frame.
     cancel : threading.Event, optional
         When set, the run stops at the next frame with :class:`StackCancelled`.
+    max_memory : int, optional
+        Working-memory budget in bytes (default: half the free RAM, or 80 % of
+        the free GPU memory). Larger images are processed in overlapping
+        tiles, with the same result.
 
     Returns
     -------
@@ -103,6 +112,7 @@ def focus_stack(
         align=align,
         device=device,
         cancel=cancel,
+        max_memory=max_memory,
     )
     return _drain(steps, progress)
 

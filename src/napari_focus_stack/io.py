@@ -34,6 +34,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from .engine.backend import host_available_memory
+
 #: Extensions (lower case) of the frame files that are read.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
 TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
@@ -244,23 +246,8 @@ def read_stack(source, *, max_frame_pixels=400_000_000, memory_fraction=0.8):
     return stack, frames.metadata
 
 
-def _available_memory():
-    """Bytes of memory available to a new allocation, or None if unknown."""
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, OSError, ValueError):
-        return None
-
-
 def _check_fits_in_memory(frames, memory_fraction):
-    available = _available_memory()
+    available = host_available_memory()
     if available is None or frames.nbytes <= available * memory_fraction:
         return
     raise StackReadError(

@@ -80,5 +80,5 @@ def test_gpu_without_cupy_says_how_to_install(monkeypatch, device):
 
 @pytest.mark.parametrize("device", ["tpu", "gpu:x", ""])
 def test_unknown_device(device):
-    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'gpu' or 'gpu:N'"):
+    with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'gpu:all'"):
         get_backend(device)

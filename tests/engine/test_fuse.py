@@ -4,6 +4,7 @@ import pytest
 from napari_focus_stack.engine.backend import get_backend
 from napari_focus_stack.engine.fuse import (
     PyramidFusion,
+    pyramid_levels,
     fuse_frames_at_depth,
     neighbour_weight,
     slice_pair_weights,
@@ -47,7 +48,7 @@ def test_fuse_at_integer_depth_copies_that_frame():
 def test_pyramid_fusion_of_identical_frames_is_identity():
     rng = np.random.default_rng(1)
     frame = rng.random((40, 60, 3), dtype=np.float32)
-    fusion = PyramidFusion(BE)
+    fusion = PyramidFusion(BE, pyramid_levels(frame.shape))
     for _ in range(3):
         fusion.update(frame)
     np.testing.assert_allclose(fusion.finish(), frame, atol=1e-5)

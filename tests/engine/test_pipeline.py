@@ -210,7 +210,7 @@ def test_refuse_checks_the_depth_shape():
         ({"scale_factor": 5}, "scale_factor must be from 1 to 4, got 5"),
         ({"radius": 2.5}, "radius must be a whole number from 1 to 20, got 2.5"),
         ({"method": "mean"}, "method must be one of depthmap, pyramid, got 'mean'"),
-        ({"device": "tpu"}, "device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got 'tpu'"),
+        ({"device": "tpu"}, "device must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'gpu:all', got 'tpu'"),
     ],
 )
 def test_parameters_outside_their_range(kwargs, message):

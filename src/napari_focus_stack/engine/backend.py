@@ -16,7 +16,9 @@ float32 kernels built here, ``reflect`` borders, pixel-centre resampling):
 Tests check that the three agree within float32 rounding.
 """
 
+import contextlib
 import math
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -27,6 +29,21 @@ LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 
 #: Binomial kernel of the Burt-Adelson pyramid.
 PYRAMID_KERNEL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
+
+
+def host_available_memory():
+    """Bytes of host memory available to new allocations, or None if unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -81,6 +98,24 @@ class NdimageBackend:
 
     def synchronize(self):
         """Wait for queued device work (no-op on the CPU)."""
+
+    #: Errors that mean "this did not fit": the pipeline retries in smaller tiles.
+    out_of_memory = (MemoryError,)
+
+    def available_memory(self):
+        """Bytes this device can still allocate (host RAM on the CPU)."""
+        return host_available_memory() or 4 * 2**30
+
+    def release_memory(self):
+        """Return cached blocks to the device after an out-of-memory error."""
+
+    def default_budget(self):
+        """Working memory a run may use by default: half the free host memory."""
+        return self.available_memory() // 2
+
+    def device(self):
+        """Context manager that makes this backend's device current (no-op on the CPU)."""
+        return contextlib.nullcontext()
 
     # --- filters (float32 in, float32 out) -------------------------------
     # Filters write into ``out`` when given: the CPU pipeline reuses its
@@ -216,13 +251,40 @@ def _cupy_backend(index):
     if index >= count:
         raise DeviceUnavailableError(f"GPU {index} requested but only {count} GPU(s) found")
     cupy.cuda.Device(index).use()
-    be = NdimageBackend(cupy, cundi, f"gpu:{index}")
-    be.synchronize = lambda: cupy.cuda.Device(index).synchronize()
-    return be
+    return CupyBackend(cupy, cundi, index)
+
+
+class CupyBackend(NdimageBackend):
+    """GPU backend: the ndimage code path on CuPy, one instance per device."""
+
+    def __init__(self, cupy, cundi, index):
+        super().__init__(cupy, cundi, f"gpu:{index}")
+        self.index = index
+        self.out_of_memory = (MemoryError, cupy.cuda.memory.OutOfMemoryError)
+
+    def device(self):
+        """Context manager making this backend's GPU the current one."""
+        return self.xp.cuda.Device(self.index)
+
+    def synchronize(self):
+        self.xp.cuda.Device(self.index).synchronize()
+
+    def available_memory(self):
+        with self.device():
+            free, _ = self.xp.cuda.runtime.memGetInfo()
+            return free + self.xp.get_default_memory_pool().free_bytes()
+
+    def release_memory(self):
+        with self.device():
+            self.xp.get_default_memory_pool().free_all_blocks()
+
+    def default_budget(self):
+        """80 % of the free device memory (the GPU is not shared with the desktop's RAM)."""
+        return int(self.available_memory() * 0.8)
 
 
 def get_backend(device="auto"):
-    """Backend for ``device``: ``"auto"``, ``"cpu"``, ``"gpu"`` or ``"gpu:N"``.
+    """Backend for ``device``: ``"auto"``, ``"cpu"``, ``"gpu"``, ``"gpu:N"`` (``"gpu:all"``: the first).
 
     ``"auto"`` uses the first GPU when CuPy imports and a device answers, and
     the CPU otherwise; :func:`gpu_status` tells why a GPU was not used.
@@ -237,10 +299,21 @@ def get_backend(device="auto"):
             return OpenCVBackend()
     if device == "gpu" or device.startswith("gpu:"):
         index_text = device.partition(":")[2] or "0"
+        if index_text == "all":
+            return _cupy_backend(0)
         if not index_text.isdigit():
-            raise ValueError(f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
+            raise ValueError(f"device must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'gpu:all', got {device!r}")
         return _cupy_backend(int(index_text))
-    raise ValueError(f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {device!r}")
+    raise ValueError(f"device must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'gpu:all', got {device!r}")
+
+
+def get_backends(device="auto"):
+    """Backends for ``device``; ``"gpu:all"`` gives one per visible GPU."""
+    if str(device).lower() != "gpu:all":
+        return [get_backend(device)]
+    first = _cupy_backend(0)
+    count = first.xp.cuda.runtime.getDeviceCount()
+    return [first] + [_cupy_backend(i) for i in range(1, count)]
 
 
 def gpu_status() -> tuple[bool, str]:

@@ -121,6 +121,27 @@ def fuse_frames_at_depth(frames, n_frames, depth, be):
     return weighted_pair(w_lower, lower_acc, w_upper, upper_acc, be)
 
 
+#: Pyramid depth: the coarsest level is 1/32 of the image, at least 8 px.
+#: Capping the depth bounds how far a pixel's result reaches (see
+#: :func:`pyramid_reach`), which is what lets large images be fused in tiles.
+MAX_PYRAMID_LEVELS = 5
+
+
+def pyramid_reach(levels):
+    """Pixels beyond which an input change cannot alter a fused pixel.
+
+    Edge effects travel about 2 px per level on the way down and up (the
+    5-tap kernel, ``2 * 2**l`` full-resolution px at level ``l``) plus the
+    5x5 energy window at the coarsest band level: under ``5 * 2**levels``.
+    """
+    return 5 * 2**levels + 16
+
+
+def pyramid_levels(shape):
+    """Number of band-pass levels for an image of ``shape``."""
+    return max(1, min(MAX_PYRAMID_LEVELS, int(math.log2(min(shape[:2]) / 8))))
+
+
 class PyramidFusion:
     """Laplacian-pyramid fusion: per level, the coefficient with the most local energy.
 
@@ -129,24 +150,19 @@ class PyramidFusion:
     energies, about 1.33 frames each.
     """
 
-    #: The coarsest level is at least this many pixels on its short side.
-    MIN_SIZE = 8
-
-    def __init__(self, be):
+    def __init__(self, be, levels):
         self.be = be
+        self.levels = levels
         self.coeffs = self.energy = None
         self.base = None
         self.count = 0
-
-    def levels_for(self, shape):
-        return max(1, int(math.log2(min(shape[:2]) / self.MIN_SIZE)))
 
     def laplacian_pyramid(self, image):
         """Band-pass levels (finest first) and the low-pass residual."""
         be = self.be
         bands = []
         current = image
-        for _ in range(self.levels_for(image.shape)):
+        for _ in range(self.levels):
             smaller = be.pyramid_down(current)
             bands.append(current - be.pyramid_up(smaller, current.shape))
             current = smaller
@@ -161,8 +177,8 @@ class PyramidFusion:
         else:
             for band, energy, acc, acc_energy in zip(bands, energies, self.coeffs, self.energy):
                 wins = energy > acc_energy
-                xp.copyto(acc_energy, energy, where=wins)
-                xp.copyto(acc, band, where=wins[..., None] if band.ndim == 3 else wins)
+                be.copy_where(acc_energy, energy, wins)
+                be.copy_where(acc, band, wins)
             self.base += residual
         self.count += 1
 

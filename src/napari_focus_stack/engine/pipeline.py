@@ -10,6 +10,8 @@ Frames are decoded one ahead on a second thread while the current one is
 measured, so decoding and computing overlap on two cores.
 """
 
+import queue
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,8 +19,9 @@ import numpy as np
 
 from .depth import SliceSelector
 from .focus import FocusMeasure
-from .fuse import DepthMapFusion, PyramidFusion, fuse_frames_at_depth, to_dtype
+from .fuse import DepthMapFusion, PyramidFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
 from .result import Progress, StackCancelled, StackResult
+from .tiling import plan_tiles, tile_bytes
 
 
 def value_range(dtype) -> float:
@@ -60,9 +63,10 @@ def _check_cancel(cancel):
         raise StackCancelled("focus stacking was cancelled")
 
 
-#: Rows finished at a time: per-pixel work on bands keeps temporaries small
-#: and in cache.
-BAND_ROWS = 256
+def band_rows(height):
+    """Rows finished at a time: bands keep the per-pixel temporaries small
+    (about 50 bytes per pixel of a band) and in cache."""
+    return max(16, min(256, height // 16))
 
 
 def finish_depthmap(selector, fusion, dtype, be):
@@ -72,26 +76,26 @@ def finish_depthmap(selector, fusion, dtype, be):
     depth = xp.empty(shape, dtype=xp.float32)
     confidence = xp.empty(shape, dtype=xp.float32)
     fused = xp.empty(fusion.best.shape, dtype=dtype)
-    for start in range(0, shape[0], BAND_ROWS):
-        rows = slice(start, start + BAND_ROWS)
+    step = band_rows(shape[0])
+    for start in range(0, shape[0], step):
+        rows = slice(start, start + step)
         depth[rows], confidence[rows] = selector.finish(rows)
         pixels = fusion.finish(depth[rows], selector.index[rows], selector.count, rows)
         fused[rows] = to_dtype(pixels, dtype, be)
     return depth, confidence, fused
 
 
-def run_pipeline(frames, params, be, *, metadata=None, cancel=None):
-    """Focus-stack ``frames`` (a sequence of ``(Y, X[, C])`` arrays).
+def stack_tile(frames, params, be, levels, cancel, timings):
+    """Stream ``frames`` (one tile of them) through the stages on ``be``.
 
-    Yields a :class:`Progress` per frame; returns a :class:`StackResult`.
-    ``cancel`` is anything with ``is_set()`` (a ``threading.Event``).
+    Generator: yields the index of each frame done; returns ``(fused, depth,
+    confidence)`` as host arrays. ``timings`` (a dict) accumulates seconds
+    per stage.
     """
-    n = len(frames)
     selector = SliceSelector(be)
     measure = FocusMeasure(params.radius, params.smoothing, be)
-    fusion = DepthMapFusion(be) if params.method == "depthmap" else PyramidFusion(be)
+    fusion = DepthMapFusion(be) if params.method == "depthmap" else PyramidFusion(be, levels)
     to_unit = be.xp.float32(1.0 / value_range(frames.dtype))
-    timings = {"read": 0.0, "focus": 0.0, "select": 0.0, "fuse": 0.0}
     stop = cancel.is_set if cancel is not None else (lambda: False)
     clock = time.perf_counter()
     for k, raw in enumerate(prefetched(frames, stop)):
@@ -111,8 +115,8 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None):
         del frame, gray, score, took_best, took_above
         clock, t3 = time.perf_counter(), clock
         for stage, seconds in (("read", t0 - t3), ("focus", t1 - t0), ("select", t2 - t1), ("fuse", clock - t2)):
-            timings[stage] += seconds
-        yield Progress("stacking", k + 1, n)
+            timings[stage] = timings.get(stage, 0.0) + seconds
+        yield k
     _check_cancel(cancel)
     # what only the frame loop needed, freed before the outputs are allocated
     measure.release()
@@ -123,17 +127,161 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None):
     else:
         depth, confidence = selector.finish()
         fused = to_dtype(fusion.finish(), frames.dtype, be)
-    result = StackResult(
-        fused=be.to_host(fused),
-        depth=be.to_host(depth),
-        confidence=be.to_host(confidence),
+    outputs = be.to_host(fused), be.to_host(depth), be.to_host(confidence)
+    timings["finish"] = timings.get("finish", 0.0) + time.perf_counter() - clock
+    return outputs
+
+
+class CroppedFrames:
+    """The frames of a sequence restricted to a ``(rows, cols)`` region."""
+
+    def __init__(self, frames, region):
+        self.frames, self.region = frames, region
+        self.dtype = frames.dtype
+        rows, cols = region
+        self.shape = (len(frames), rows.stop - rows.start, cols.stop - cols.start) + tuple(frames.shape[3:])
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, i):
+        return np.ascontiguousarray(self.frames[i][self.region])
+
+
+class _AnyOf:
+    """A cancel flag that is set when any of its flags is."""
+
+    def __init__(self, *flags):
+        self.flags = [f for f in flags if f is not None]
+
+    def is_set(self):
+        return any(f.is_set() for f in self.flags)
+
+
+def _relabel(steps, offset, total):
+    """Re-yield a tile's frame indices as overall Progress; return its result."""
+    while True:
+        try:
+            k = next(steps)
+        except StopIteration as done:
+            return done.value
+        yield Progress("stacking", offset + k + 1, total)
+
+
+def _output_arrays(frames, params):
+    """Host arrays for the whole (scaled) result, filled tile by tile."""
+    s = params.scale_factor
+    plane = (frames.shape[1] * s, frames.shape[2] * s)
+    fused = np.empty(plane + tuple(frames.shape[3:]), dtype=frames.dtype)
+    return fused, np.empty(plane, np.float32), np.empty(plane, np.float32)
+
+
+def _stack_tiles(frames, params, be, tiles, levels, cancel, timings):
+    """Tiles one after the other on one backend; yields Progress, returns the outputs."""
+    n = len(frames)
+    if len(tiles) == 1:
+        return (yield from _relabel(stack_tile(frames, params, be, levels, cancel, timings), 0, n))
+    outputs = _output_arrays(frames, params)
+    for i, tile in enumerate(tiles):
+        steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, cancel, timings)
+        for whole, part in zip(outputs, (yield from _relabel(steps, i * n, len(tiles) * n))):
+            whole[tile.write] = part[tile.keep]
+    return outputs
+
+
+def _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, timings):
+    """Tiles spread over several devices, one thread each; yields Progress."""
+    n, total = len(frames), len(tiles) * len(frames)
+    outputs = _output_arrays(frames, params)
+    todo, done = queue.Queue(), queue.Queue()
+    for tile in tiles:
+        todo.put(tile)
+    closing = threading.Event()
+    stop = _AnyOf(cancel, closing)
+
+    def work(be):
+        with be.device():
+            while True:
+                try:
+                    tile = todo.get_nowait()
+                except queue.Empty:
+                    return
+                steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, stop, {})
+                while True:
+                    try:
+                        next(steps)
+                    except StopIteration as finished:
+                        parts = finished.value
+                        break
+                    done.put(1)
+                for whole, part in zip(outputs, parts):
+                    whole[tile.write] = part[tile.keep]
+
+    with ThreadPoolExecutor(len(backends), thread_name_prefix="focus-stack-device") as pool:
+        futures = [pool.submit(work, be) for be in backends]
+        try:
+            count = 0
+            while count < total:
+                try:
+                    count += done.get(timeout=0.1)
+                except queue.Empty:
+                    for future in futures:
+                        if future.done() and future.exception() is not None:
+                            raise future.exception()
+                    continue
+                yield Progress("stacking", count, total)
+            for future in futures:
+                future.result()
+        finally:
+            closing.set()
+    del timings  # per-device stage times overlap; only the total is meaningful
+    return outputs
+
+
+def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=None):
+    """Focus-stack ``frames`` (a sequence of ``(Y, X[, C])`` arrays, with ``dtype`` and ``shape``).
+
+    ``be`` is a backend or a list of backends (several GPUs: tiles are spread
+    over them). Images whose working memory exceeds ``max_memory`` bytes
+    (default: the backend's :meth:`default_budget`) are processed in
+    overlapping tiles with the same result. An out-of-memory error is retried
+    with tiles half the size.
+
+    Yields a :class:`Progress` per frame (per tile); returns a :class:`StackResult`.
+    ``cancel`` is anything with ``is_set()`` (a ``threading.Event``).
+    """
+    backends = list(be) if isinstance(be, (list, tuple)) else [be]
+    n = len(frames)
+    channels = frames.shape[3] if len(frames.shape) == 4 else 1
+    s = params.scale_factor
+    levels = pyramid_levels((frames.shape[1] * s, frames.shape[2] * s))
+    budget = max_memory or backends[0].default_budget()
+    out_of_memory = tuple({error for b in backends for error in b.out_of_memory})
+    timings, started = {}, time.perf_counter()
+    while True:
+        tiles = plan_tiles(frames.shape[1:3], params, budget, channels, frames.dtype.itemsize)
+        try:
+            if len(backends) == 1:
+                steps = _stack_tiles(frames, params, backends[0], tiles, levels, cancel, timings)
+            else:
+                steps = _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, timings)
+            fused, depth, confidence = yield from steps
+            break
+        except out_of_memory:
+            for b in backends:
+                b.release_memory()
+            # half of what the largest tile needed, so the next plan has smaller tiles
+            budget = tile_bytes(tiles, params, channels, frames.dtype.itemsize) // 2
+    timings["total"] = time.perf_counter() - started
+    return StackResult(
+        fused=fused,
+        depth=depth,
+        confidence=confidence,
         params=params,
-        device=be.name,
-        metadata={**(metadata or {}), "n_frames": n},
+        device=",".join(b.name for b in backends),
+        metadata={**(metadata or {}), "n_frames": n, "tiles": len(tiles)},
         timings=timings,
     )
-    timings["finish"] = time.perf_counter() - clock
-    return result
 
 
 def run_refuse(frames, depth, scale_factor, be, *, cancel=None):

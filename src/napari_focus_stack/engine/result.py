@@ -62,7 +62,7 @@ class StackParams:
         device = str(self.device)
         if not (device in DEVICES or device.startswith("gpu:")):
             raise ValueError(
-                f"device must be 'auto', 'cpu', 'gpu' or 'gpu:N', got {self.device!r}"
+                f"device must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'gpu:all', got {self.device!r}"
             )
 
     def as_dict(self) -> dict:

@@ -1,0 +1,113 @@
+"""Splitting an image into overlapping tiles that fit a memory budget.
+
+Every stage has a bounded reach: a pixel's focus score depends on pixels at
+most :func:`reach` away, depth selection and depth-map fusion are per pixel,
+and the (depth-capped) pyramid reaches :func:`~.fuse.pyramid_reach`. A tile that reads
+that much more than it keeps therefore computes its kept pixels exactly as the
+whole image would, so the tiled result equals the untiled one.
+"""
+
+import math
+from dataclasses import dataclass
+
+from .backend import gaussian_kernel
+from .focus import PRESMOOTH_SIGMA
+from .fuse import pyramid_levels, pyramid_reach
+
+
+class MemoryBudgetError(ValueError):
+    """The memory budget is too small for even one useful tile."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: what it reads from the input and where its result goes.
+
+    ``read`` is ``(rows, cols)`` in input pixels, halo included; ``keep``
+    selects the exact part of the tile's (scaled) result and ``write`` is where
+    that part goes in the full (scaled) output.
+    """
+
+    read: tuple
+    keep: tuple
+    write: tuple
+
+
+def reach(params, out_shape):
+    """How far (in output pixels) a pixel's result depends on its neighbours."""
+    focus = (
+        len(gaussian_kernel(PRESMOOTH_SIGMA)) // 2  # pre-smoothing
+        + 1  # Laplacian
+        + params.radius  # window
+        + len(gaussian_kernel(float(params.smoothing))) // 2  # smoothing
+    )
+    if params.method == "pyramid":
+        return max(focus, pyramid_reach(pyramid_levels(out_shape)))
+    return focus
+
+
+def working_bytes_per_pixel(channels, itemsize, params):
+    """Bytes of working memory per output pixel while a tile streams through."""
+    frame = channels * itemsize
+    select = 4 * 4 + 2 + 3 * 4 + 4 + 2  # best/below/above/total, index, focus buffers, grey, masks
+    if params.method == "depthmap":
+        fuse = 5 * frame  # best, below, above, previous and current frame
+    else:
+        fuse = 2 * 1.34 * (channels + 1) * 4 + channels * 4  # kept + current pyramids, float frame
+    if params.scale_factor > 1:
+        fuse += channels * 4  # up-sampled float frame
+    raw = 2 * frame / params.scale_factor**2  # decoded frame and the one read ahead
+    outputs = 8 + frame  # the tile's depth, confidence and fused image
+    # a quarter more, for what the count leaves out (bands being finished,
+    # the decoder's buffers)
+    return 1.25 * (select + fuse + raw + outputs)
+
+
+def _axis_tiles(size, core, halo):
+    """``(read, keep, write)`` slices along one axis of ``size`` input pixels."""
+    spans = []
+    for start in range(0, size, core):
+        stop = min(start + core, size)
+        lo = max(0, start - halo)
+        hi = min(size, stop + halo)
+        spans.append((slice(lo, hi), start - lo, stop - start, start))
+    return spans
+
+
+def plan_tiles(in_shape, params, budget_bytes, channels, itemsize):
+    """Tiles covering an input of ``in_shape`` (Y, X) within ``budget_bytes``.
+
+    Returns a single tile covering everything when the whole image fits.
+    Raises MemoryBudgetError when even the smallest useful tile does not fit.
+    """
+    s = params.scale_factor
+    height, width = in_shape
+    per_pixel = working_bytes_per_pixel(channels, itemsize, params)
+    if height * width * s * s * per_pixel <= budget_bytes:
+        return [Tile((slice(0, height), slice(0, width)), (slice(None), slice(None)), (slice(None), slice(None)))]
+
+    # Tile origins on a grid fine enough for the pyramid's sub-sampling.
+    align = 2 ** pyramid_levels((height * s, width * s)) if params.method == "pyramid" else 1
+    halo = math.ceil((math.ceil(reach(params, (height * s, width * s)) / s) + 1) / align) * align
+    side = math.isqrt(int(budget_bytes / per_pixel)) // s  # input pixels per tile side, halo included
+    core = (side - 2 * halo) // align * align
+    if core < max(align, 16):
+        need = (2 * halo + max(align, 16)) ** 2 * s * s * per_pixel
+        raise MemoryBudgetError(
+            f"a memory budget of {budget_bytes / 2**20:.0f} MiB is too small for these parameters; "
+            f"at least {need / 2**20:.0f} MiB is needed"
+        )
+    tiles = []
+    for rows, row_off, row_len, row_at in _axis_tiles(height, core, halo):
+        for cols, col_off, col_len, col_at in _axis_tiles(width, core, halo):
+            keep = (slice(row_off * s, (row_off + row_len) * s), slice(col_off * s, (col_off + col_len) * s))
+            write = (slice(row_at * s, (row_at + row_len) * s), slice(col_at * s, (col_at + col_len) * s))
+            tiles.append(Tile((rows, cols), keep, write))
+    return tiles
+
+
+def tile_bytes(tiles, params, channels, itemsize):
+    """Working bytes the largest of ``tiles`` was planned to need."""
+    per_pixel = working_bytes_per_pixel(channels, itemsize, params)
+    area = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
+    return int(area * params.scale_factor**2 * per_pixel)

@@ -1,0 +1,125 @@
+"""Tiled processing: same result as untiled, within the memory budget."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from napari_focus_stack import focus_stack, simulate_stack
+from napari_focus_stack.engine.backend import OpenCVBackend
+from napari_focus_stack.engine.pipeline import run_pipeline
+from napari_focus_stack.engine.result import StackParams
+from napari_focus_stack.engine.tiling import MemoryBudgetError, plan_tiles, working_bytes_per_pixel
+from napari_focus_stack.io import open_stack
+
+
+def drain(steps):
+    events = []
+    while True:
+        try:
+            events.append(next(steps))
+        except StopIteration as done:
+            return done.value, events
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate_stack((300, 340), 7, texture="mixed", depth="steps", rgb=True, noise=0.01, seed=21)
+
+
+@pytest.fixture(scope="module")
+def large_sim():
+    # the pyramid reaches ~176 px: tiling it needs a larger image
+    return simulate_stack((1100, 1000), 4, texture="noise", depth="slope", noise=0.01, seed=23)
+
+
+CASES = [
+    ("sim", dict(method="depthmap")),
+    ("sim", dict(method="depthmap", radius=3, smoothing=1)),
+    ("sim", dict(method="depthmap", scale_factor=2)),
+    ("large_sim", dict(method="pyramid")),
+]
+
+
+@pytest.mark.parametrize("stack, kwargs", CASES, ids=lambda k: "-".join(f"{a}{b}" for a, b in k.items()) if isinstance(k, dict) else k)
+def test_tiled_equals_untiled(request, stack, kwargs):
+    sim = request.getfixturevalue(stack)
+    whole = focus_stack(sim.frames, device="cpu", **kwargs)
+    params = StackParams(device="cpu", **kwargs)
+    channels = sim.frames.shape[3] if sim.frames.ndim == 4 else 1
+    s = params.scale_factor
+    # a budget of a third to a half of the whole image forces several tiles
+    pixels = sim.frames.shape[1] * sim.frames.shape[2] * s * s
+    fraction = 0.6 if kwargs["method"] == "pyramid" else 0.3
+    budget = int(working_bytes_per_pixel(channels, 1, params) * pixels * fraction)
+    tiled = focus_stack(sim.frames, device="cpu", max_memory=budget, **kwargs)
+    assert tiled.metadata["tiles"] > 1
+    assert whole.metadata["tiles"] == 1
+    # within float32 rounding: <= 1e-5 of the range for depth, <= 1 grey level where rounding flips
+    assert np.abs(tiled.depth - whole.depth).max() <= 1e-5 * len(sim.frames)
+    assert np.abs(tiled.confidence - whole.confidence).max() <= 1e-5
+    assert np.abs(tiled.fused.astype(int) - whole.fused).max() <= 1
+    assert np.mean(tiled.fused != whole.fused) < 1e-3
+
+
+def test_plan_covers_the_image_once(sim):
+    params = StackParams(radius=4, smoothing=2)
+    tiles = plan_tiles((300, 340), params, 2_000_000, 3, 1)
+    assert len(tiles) > 4
+    covered = np.zeros((300, 340), int)
+    for tile in tiles:
+        covered[tile.write] += 1
+        rows, cols = tile.read
+        kept = np.zeros((rows.stop - rows.start, cols.stop - cols.start), bool)
+        kept[tile.keep] = True
+        assert kept.sum() == covered[tile.write].size
+    assert (covered == 1).all()
+
+
+def test_budget_too_small_is_explained():
+    with pytest.raises(MemoryBudgetError, match=r"budget of 0 MiB is too small.*at least \d+ MiB"):
+        plan_tiles((3000, 4000), StackParams(), 100_000, 3, 1)
+
+
+def test_working_memory_stays_within_budget():
+    frames = simulate_stack((512, 512), 6, rgb=True, seed=22).frames
+    budget = 8 * 2**20
+    tracemalloc.start()
+    result = focus_stack(frames, device="cpu", max_memory=budget)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    outputs = result.fused.nbytes + result.depth.nbytes + result.confidence.nbytes
+    assert result.metadata["tiles"] > 1
+    assert peak - outputs < budget
+
+
+def test_out_of_memory_is_retried_with_smaller_tiles(sim, monkeypatch):
+    import napari_focus_stack.engine.pipeline as pipeline
+
+    calls = []
+    original = pipeline.stack_tile
+
+    def flaky(frames, *args):
+        calls.append(frames.shape)
+        if len(calls) == 1:
+            raise MemoryError("simulated device out of memory")
+        return (yield from original(frames, *args))
+
+    monkeypatch.setattr(pipeline, "stack_tile", flaky)
+    result = focus_stack(sim.frames, device="cpu")
+    expected = focus_stack(sim.frames[:], device="cpu")
+    assert result.metadata["tiles"] > 1 and calls[0][1:3] == (300, 340)
+    np.testing.assert_allclose(result.depth, expected.depth, atol=1e-5)
+
+
+def test_several_devices_share_the_tiles(sim):
+    # two CPU backends stand in for two GPUs: same tiles, same result
+    frames = open_stack(sim.frames)
+    params = StackParams(device="cpu")
+    budget = int(working_bytes_per_pixel(3, 1, params) * 300 * 340 * 0.3)
+    one, _ = drain(run_pipeline(frames, params, OpenCVBackend(), max_memory=budget))
+    two, events = drain(run_pipeline(frames, params, [OpenCVBackend(), OpenCVBackend()], max_memory=budget))
+    assert two.metadata["tiles"] == one.metadata["tiles"] > 1
+    assert events[-1].done == events[-1].total == one.metadata["tiles"] * 7
+    np.testing.assert_array_equal(two.fused, one.fused)
+    np.testing.assert_array_equal(two.depth, one.depth)
