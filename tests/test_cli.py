@@ -132,3 +132,37 @@ def test_console_script_runs(tmp_path, frames_dir):
     )
     assert done.returncode == 0, done.stderr
     assert tifffile.imread(out).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize("text, size", [("2GB", 2 * 2**30), ("512 MiB", 512 * 2**20), ("1.5g", 3 * 2**29), ("1000", 1000)])
+def test_memory_sizes(text, size):
+    from napari_focus_stack.cli import parse_size
+
+    assert parse_size(text) == size
+
+
+def test_max_memory_tiles_with_the_same_result(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    whole, tiled = tmp_path / "whole.tif", tmp_path / "tiled.tif"
+    assert run_cli(capsys, folder, "-o", whole, "-q")[0] == 0
+    assert run_cli(capsys, folder, "-o", tiled, "-q", "--radius", "2", "--smoothing", "1")[0] == 0
+    code, err = run_cli(capsys, folder, "-o", tiled, "-q", "--max-memory", "160KB", "--radius", "2", "--smoothing", "1")
+    assert code == 0, err
+    small = focus_stack(frames_dir[1].frames, radius=2, smoothing=1, device="cpu")
+    assert np.abs(tifffile.imread(tiled).astype(int) - small.fused).max() <= 1
+
+
+def test_unreadable_max_memory(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    with pytest.raises(SystemExit) as stop:
+        main([str(folder), "-o", str(tmp_path / "f.tif"), "--max-memory", "lots"])
+    assert stop.value.code == 2
+    assert "not a memory size: 'lots' (for example 2GB or 512MB)" in capsys.readouterr().err
+
+
+def test_too_small_max_memory(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    code, err = run_cli(capsys, folder, "-o", tmp_path / "f.tif", "--max-memory", "1KB")
+    assert code == 2
+    assert "a memory budget of 1.0 KiB is too small for these parameters; at least" in err
+    assert not (tmp_path / "f.tif").exists()

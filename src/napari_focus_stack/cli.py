@@ -4,6 +4,7 @@ Imports nothing of napari or Qt: start-up time counts in every run.
 """
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -51,8 +52,25 @@ def build_parser():
         "--device", default=DEFAULTS["device"], metavar="{" + ",".join(DEVICES) + ",gpu:N}",
         help="where to compute (default %(default)s)",
     )
+    p.add_argument(
+        "--max-memory", type=parse_size, metavar="SIZE",
+        help="working-memory budget, e.g. 2GB or 512MB (default: half the free memory); "
+        "larger images are processed in tiles, with the same result",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     return p
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+               "g": 2**30, "gb": 2**30, "gib": 2**30}
+
+
+def parse_size(text):
+    """Bytes from a size such as ``2GB``, ``512MiB`` or ``1000000``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
+    if match is None or match[2] not in _SIZE_UNITS or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (for example 2GB or 512MB)")
+    return int(float(match[1]) * _SIZE_UNITS[match[2]])
 
 
 def output_paths(args):
@@ -82,7 +100,7 @@ def check_not_inputs(outputs, frames):
 
 
 def run(args):
-    from .engine.backend import get_backend
+    from .engine.backend import get_backends
     from .engine.pipeline import run_pipeline
     from .engine.result import StackParams
     from .io import SAVE_EXTENSIONS, open_stack, save_image
@@ -102,9 +120,9 @@ def run(args):
     source = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     frames = open_stack(source)
     check_not_inputs(outputs, frames)
-    be = get_backend(params.device)
+    backends = get_backends(params.device)
 
-    steps = run_pipeline(frames, params, be, metadata=frames.metadata)
+    steps = run_pipeline(frames, params, backends, metadata=frames.metadata, max_memory=args.max_memory)
     bar = None
     if not args.quiet:
         from tqdm import tqdm
@@ -137,11 +155,12 @@ def run(args):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     from .engine.backend import DeviceUnavailableError
+    from .engine.tiling import MemoryBudgetError
     from .io import StackReadError
 
     try:
         return run(args)
-    except (UsageError, StackReadError, DeviceUnavailableError) as exc:
+    except (UsageError, StackReadError, DeviceUnavailableError, MemoryBudgetError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

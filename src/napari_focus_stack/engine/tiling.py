@@ -63,6 +63,14 @@ def working_bytes_per_pixel(channels, itemsize, params):
     return 1.25 * (select + fuse + raw + outputs)
 
 
+def format_bytes(n):
+    """``n`` bytes as a short text: ``"1.5 GiB"``, ``"12.0 MiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
 def _axis_tiles(size, core, halo):
     """``(read, keep, write)`` slices along one axis of ``size`` input pixels."""
     spans = []
@@ -94,8 +102,8 @@ def plan_tiles(in_shape, params, budget_bytes, channels, itemsize):
     if core < max(align, 16):
         need = (2 * halo + max(align, 16)) ** 2 * s * s * per_pixel
         raise MemoryBudgetError(
-            f"a memory budget of {budget_bytes / 2**20:.0f} MiB is too small for these parameters; "
-            f"at least {need / 2**20:.0f} MiB is needed"
+            f"a memory budget of {format_bytes(budget_bytes)} is too small for these parameters; "
+            f"at least {format_bytes(need)} is needed"
         )
     tiles = []
     for rows, row_off, row_len, row_at in _axis_tiles(height, core, halo):
