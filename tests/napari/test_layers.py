@@ -35,16 +35,21 @@ def sim():
     return simulate_stack((48, 64), 6, rgb=True, seed=1)
 
 
-def stack_run(data, z_axis=0, rgb=True, **view):
+def stack_run(data, z_axis=0, rgb=True, params=None, z_step_um=None, **view):
+    """Stack ``data`` as the widget would a layer named "s" shown with ``view``."""
     layout = StackLayout(data.shape, z_axis, rgb)
-    params = StackParams(**view.pop("params", {}))
-    return drain(iter_stack_layer(data, layout, params, source_name="s", input_view=view, z_step_um=view.pop("z_step_um", None)))
+    steps = iter_stack_layer(
+        data, layout, StackParams(**(params or {})),
+        source_name="s", input_view=view, z_step_um=z_step_um,
+    )  # fmt: skip
+    return drain(steps)
 
 
 def test_model_modules_import_neither_qt_nor_napari():
     code = (
         "import sys, napari_focus_stack._napari.layers, napari_focus_stack._napari.stacking;"
-        "bad = [m for m in sys.modules if m.split('.')[0] in ('napari', 'qtpy', 'PyQt6', 'magicgui')];"
+        "gui = ('napari', 'qtpy', 'PyQt6', 'magicgui');"
+        "bad = [m for m in sys.modules if m.split('.')[0] in gui];"
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -102,20 +107,24 @@ def test_cancel_stops_with_stack_cancelled(sim):
 @pytest.mark.parametrize("factor", [1, 2, 3])
 def test_results_cover_the_input_field_of_view(sim, factor):
     scale, translate = (2.0, 0.5, 0.25), (5.0, 10.0, -4.0)
-    _, run = stack_run(sim.frames, params={"scale_factor": factor}, scale=scale, translate=translate)
+    params = {"scale_factor": factor}
+    _, run = stack_run(sim.frames, params=params, scale=scale, translate=translate)
     geometry = layers.output_geometry(run)
     out_scale, out_translate = np.array(geometry["scale"]), np.array(geometry["translate"])
     np.testing.assert_allclose(out_scale, np.array(scale[1:]) / factor)
     size_in, size_out = np.array(sim.frames.shape[1:3]), np.array(run.fused.shape[:2])
     # left edge of the first pixel and right edge of the last one, in world units
-    np.testing.assert_allclose(out_translate - out_scale / 2, np.array(translate[1:]) - np.array(scale[1:]) / 2)
+    in_scale, in_translate = np.array(scale[1:]), np.array(translate[1:])
+    np.testing.assert_allclose(out_translate - out_scale / 2, in_translate - in_scale / 2)
     np.testing.assert_allclose(
         out_translate + (size_out - 0.5) * out_scale,
-        np.array(translate[1:]) + (size_in - 0.5) * np.array(scale[1:]),
+        in_translate + (size_in - 0.5) * in_scale,
     )
     # output pixel j sits at input coordinate (j + 0.5) / s - 0.5
     j = np.arange(4)
-    np.testing.assert_allclose(out_translate[0] + j * out_scale[0], translate[1] + ((j + 0.5) / factor - 0.5) * scale[1])
+    np.testing.assert_allclose(
+        out_translate[0] + j * out_scale[0], translate[1] + ((j + 0.5) / factor - 0.5) * scale[1]
+    )
 
 
 def test_time_series_results_span_the_stack_in_z(sim):
@@ -129,7 +138,8 @@ def test_time_series_results_span_the_stack_in_z(sim):
 def test_result_layers(sim):
     _, run = stack_run(sim.frames, z_step_um=2.5, units=("µm",) * 3, axis_labels=("z", "y", "x"))
     (depth, depth_kw, _), (conf, conf_kw, _), (fused, fused_kw, kind) = layers.result_layers(run)
-    assert [depth_kw["name"], conf_kw["name"], fused_kw["name"]] == ["s depth", "s confidence", "s fused"]
+    names = [depth_kw["name"], conf_kw["name"], fused_kw["name"]]
+    assert names == ["s depth", "s confidence", "s fused"]
     assert kind == "image" and fused.dtype == np.uint8 and fused_kw["rgb"]
     np.testing.assert_array_equal(depth, run.depth * np.float32(2.5))
     assert depth_kw["contrast_limits"] == (0.0, 5 * 2.5)
@@ -181,7 +191,8 @@ def test_position_to_plane_and_frame(sim):
 def test_edited_depth_takes_painted_frames_and_keeps_the_rest():
     depth = np.array([[0.3, 1.7], [2.2, 4.0]], np.float32)
     edits = np.array([[0, 1], [5, 0]], np.uint8)
-    np.testing.assert_array_equal(edited_depth(depth, edits), [[0.3, 0.0], [4.0, 4.0]])
+    expected = np.array([[0.3, 0.0], [4.0, 4.0]], np.float32)
+    np.testing.assert_array_equal(edited_depth(depth, edits), expected)
 
 
 @pytest.mark.parametrize("method", ["depthmap", "pyramid"])
@@ -213,3 +224,9 @@ def test_refuse_refuses_edits_of_another_shape(sim):
     _, run = stack_run(sim.frames)
     with pytest.raises(ValueError, match="new edit layer"):
         drain(iter_refuse(run, np.zeros((3, 3), np.uint8)))
+
+
+def test_surface_texture_of_a_large_image_is_subsampled():
+    image = np.zeros((5000, 3000, 3), np.uint8)
+    small = layers.subsampled(image, layers.TEXTURE_MAX_SIDE)
+    assert small.shape == (1667, 1000, 3)

@@ -1,0 +1,240 @@
+"""Layer data tuples ``(data, kwargs, layer_type)`` built from a :class:`StackRun`.
+
+No Qt and no viewer here: the widget and the menu commands add what these
+functions return.
+
+Every result overlays its input exactly. The engine's up-sampling by ``s``
+maps output pixel ``j`` to input coordinate ``(j + 0.5) / s - 0.5``, so an
+output pixel is ``scale / s`` wide and pixel 0 sits at
+``translate + (1 / s - 1) / 2 * scale`` in world coordinates.
+"""
+
+import math
+
+import numpy as np
+
+from .stacking import KEEP_DEPTH
+
+#: Key of the layer metadata holding the :class:`StackRun` a layer came from.
+RUN_KEY = "focus_stack_run"
+#: Key of the layer metadata holding the run's parameters (JSON-friendly).
+PROVENANCE_KEY = "focus_stack"
+
+DEPTH_COLORMAP = "viridis"
+CONFIDENCE_COLORMAP = "magma"
+#: Largest number of vertices along a side of the depth surface mesh.
+SURFACE_MAX_SIDE = 512
+#: Largest side of the image draped over the surface (a GPU texture).
+TEXTURE_MAX_SIDE = 2048
+
+
+def layer_name(source_name, role) -> str:
+    """Name of a result layer: ``"<input> fused"``, ``"<input> depth"``..."""
+    return f"{source_name} {role}"
+
+
+def output_geometry(run) -> dict:
+    """``scale``, ``translate``, ``units`` and ``axis_labels`` of the result layers.
+
+    Outer axes (time...) keep the input's values; a kept length-1 z axis spans
+    the whole stack, so the result shows at every z position; spatial axes
+    are divided by the scale factor and shifted to the pixel centres.
+    """
+    view, layout, s = run.input_view, run.layout, run.params.scale_factor
+    ndim = layout.ndim
+    scale = list(view.get("scale") or (1.0,) * ndim)
+    translate = list(view.get("translate") or (0.0,) * ndim)
+    for axis in (ndim - 2, ndim - 1):
+        translate[axis] += (1 / s - 1) / 2 * scale[axis]
+        scale[axis] /= s
+    z, n = layout.z_axis, layout.n_frames
+    if layout.keeps_z:
+        translate[z] += (n - 1) / 2 * scale[z]
+        scale[z] *= n
+    keep = [a for a in range(ndim) if a != z or layout.keeps_z]
+    geometry = {
+        "scale": tuple(scale[a] for a in keep),
+        "translate": tuple(translate[a] for a in keep),
+    }
+    for key in ("units", "axis_labels"):
+        if view.get(key) is not None:
+            geometry[key] = tuple(view[key][a] for a in keep)
+    return geometry
+
+
+def input_position(run, world_point) -> tuple:
+    """Integer index into the input layer's axes at a viewer position, clipped to the data.
+
+    ``world_point`` is the viewer's ``dims.point``; napari lines up a layer
+    with the viewer's last axes.
+    """
+    layout, view = run.layout, run.input_view
+    point = tuple(world_point)[-layout.ndim :]
+    scale = view.get("scale") or (1.0,) * layout.ndim
+    translate = view.get("translate") or (0.0,) * layout.ndim
+    return tuple(
+        int(np.clip(round((p - t) / s), 0, n - 1))
+        for p, t, s, n in zip(point, translate, scale, layout.shape[: layout.ndim])
+    )
+
+
+def plane_at(run, world_point) -> tuple:
+    """The stack (index over the outer axes) the viewer shows at ``world_point``."""
+    position = input_position(run, world_point)
+    return tuple(position[a] for a in run.layout.outer_axes)
+
+
+def frame_at(run, world_point) -> int:
+    """The frame (z index) the viewer shows at ``world_point``."""
+    return input_position(run, world_point)[run.layout.z_axis]
+
+
+def depth_unit(run) -> str:
+    """``"µm"`` when the z step is known, else ``"slices"``."""
+    return "slices" if run.z_step_um is None else "µm"
+
+
+def depth_values(run) -> np.ndarray:
+    """The depth map in :func:`depth_unit` units, 0 = first frame."""
+    if run.z_step_um is None:
+        return run.depth
+    return run.depth * np.float32(run.z_step_um)
+
+
+def _metadata(run, role, **extra) -> dict:
+    return {PROVENANCE_KEY: {"role": role, **run.provenance(), **extra}, RUN_KEY: run}
+
+
+def fused_layer(run) -> tuple:
+    """The all-in-focus image, in the input's dtype, looking like the input."""
+    kwargs = {
+        "name": layer_name(run.source_name, "fused"),
+        "rgb": run.layout.rgb,
+        **output_geometry(run),
+    }
+    if not run.layout.rgb:
+        for key in ("colormap", "contrast_limits"):
+            if run.input_view.get(key) is not None:
+                kwargs[key] = run.input_view[key]
+    kwargs["metadata"] = _metadata(run, "fused")
+    return run.fused, kwargs, "image"
+
+
+def depth_layer(run) -> tuple:
+    """Depth map with a perceptual colour map spanning the stack's depth range."""
+    top = (run.layout.n_frames - 1) * (run.z_step_um or 1.0)
+    kwargs = {
+        "name": layer_name(run.source_name, "depth"),
+        "colormap": DEPTH_COLORMAP,
+        "contrast_limits": (0.0, float(top)),
+        **output_geometry(run),
+        "metadata": _metadata(run, "depth", depth_unit=depth_unit(run)),
+    }
+    return depth_values(run), kwargs, "image"
+
+
+def confidence_layer(run) -> tuple:
+    """Confidence in [0, 1]; hidden at first, so it does not cover the others."""
+    kwargs = {
+        "name": layer_name(run.source_name, "confidence"),
+        "colormap": CONFIDENCE_COLORMAP,
+        "contrast_limits": (0.0, 1.0),
+        "visible": False,
+        **output_geometry(run),
+        "metadata": _metadata(run, "confidence"),
+    }
+    return run.confidence, kwargs, "image"
+
+
+def result_layers(run) -> list:
+    """Depth, confidence and fused layers, in that order so the fused image is on top."""
+    return [depth_layer(run), confidence_layer(run), fused_layer(run)]
+
+
+def edits_layer(run) -> tuple:
+    """Empty Labels layer for depth corrections, on the depth map's pixel grid.
+
+    0 keeps the computed depth; label ``k + 1`` takes the pixel from frame
+    ``k`` (the frame the z slider shows at position ``k``).
+    """
+    dtype = np.uint8 if run.layout.n_frames < 255 else np.uint16
+    kwargs = {
+        "name": layer_name(run.source_name, "depth edits"),
+        "opacity": 0.5,
+        **output_geometry(run),
+        "metadata": _metadata(run, "depth edits", keep_label=KEEP_DEPTH),
+    }
+    return np.zeros(run.depth.shape, dtype=dtype), kwargs, "labels"
+
+
+def grid_mesh(height):
+    """Triangle mesh of a height map sampled on a grid of at most SURFACE_MAX_SIDE per side.
+
+    Returns
+    -------
+    vertices : ndarray, (N, 3)
+        ``(height, row, column)`` in the map's pixel units.
+    faces : ndarray, (M, 3)
+        Two triangles per grid cell.
+    texcoords : ndarray, (N, 2)
+        Position of each vertex in the map as texture coordinates ``(u, v)``
+        in [0, 1], for a texture that is the map's image.
+    """
+    h, w = height.shape
+    step = max(1, math.ceil(max(h, w) / SURFACE_MAX_SIDE))
+    # every step-th row and column, and the last one so the mesh reaches the edges
+    rows = np.unique(np.r_[np.arange(0, h, step), h - 1])
+    cols = np.unique(np.r_[np.arange(0, w, step), w - 1])
+    rr, cc = np.meshgrid(rows, cols, indexing="ij")
+    vertices = np.stack([height[rr, cc], rr, cc], axis=-1).reshape(-1, 3).astype(np.float32)
+    corner = (np.arange(len(rows) - 1)[:, None] * len(cols) + np.arange(len(cols) - 1)).ravel()
+    right, below = corner + 1, corner + len(cols)
+    faces = np.concatenate(
+        [np.stack([corner, right, below], 1), np.stack([right, below + 1, below], 1)]
+    )
+    # (u, v) texture coordinates; v runs from the last row (0) to the first (1)
+    texcoords = np.stack([(cc + 0.5) / w, 1 - (rr + 0.5) / h], axis=-1).reshape(-1, 2)
+    return vertices, faces.astype(np.int64), texcoords.astype(np.float32)
+
+
+def subsampled(image, max_side):
+    """Every k-th row and column of ``image``, k chosen so no side exceeds ``max_side``."""
+    step = max(1, math.ceil(max(image.shape[:2]) / max_side))
+    return image[::step, ::step]
+
+
+def display_rgb(image, contrast_limits=None) -> np.ndarray:
+    """``image`` as float32 RGB in [0, 1], as napari shows it (gray replicated)."""
+    if image.ndim == 2:
+        lo, hi = contrast_limits if contrast_limits is not None else (image.min(), image.max())
+        gray = (image.astype(np.float32) - lo) / max(float(hi - lo), 1e-12)
+        return np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1)
+    full = np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0
+    return np.clip(image[..., :3].astype(np.float32) / full, 0, 1)
+
+
+def surface_layer(run, plane=()) -> tuple:
+    """The depth map of one stack as a 3D height surface, draped with the fused image.
+
+    A depth of k frames is ``k * z step`` above the input's first frame (the
+    input's z spacing when the step is unknown), so the surface lies inside
+    the stack in 3D when the layer's z scale is the z step.
+    """
+    at = run.layout.output_index(plane)
+    vertices, faces, texcoords = grid_mesh(run.depth[at])
+    geometry = output_geometry(run)
+    z = run.layout.z_axis
+    view_scale = run.input_view.get("scale") or (1.0,) * run.layout.ndim
+    view_translate = run.input_view.get("translate") or (0.0,) * run.layout.ndim
+    z_scale = run.z_step_um or view_scale[z]
+    texture = subsampled(run.fused[at], TEXTURE_MAX_SIDE)
+    kwargs = {
+        "name": layer_name(run.source_name, "depth surface"),
+        "scale": (z_scale, *geometry["scale"][-2:]),
+        "translate": (view_translate[z], *geometry["translate"][-2:]),
+        "texture": display_rgb(texture, run.input_view.get("contrast_limits")),
+        "texcoords": texcoords,
+        "shading": "none",
+        "metadata": _metadata(run, "depth surface"),
+    }
+    return (vertices, faces), kwargs, "surface"

@@ -1,0 +1,86 @@
+"""The napari reader: folders, lists and multi-page TIFFs of frames."""
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_focus_stack import simulate_stack
+from napari_focus_stack._napari import reader
+from napari_focus_stack.io import save_image
+
+pytestmark = pytest.mark.napari
+
+PLUGIN = "napari-focus-stack"
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return simulate_stack((40, 56), 5, rgb=True, seed=2).frames
+
+
+@pytest.fixture
+def frame_folder(tmp_path, frames):
+    folder = tmp_path / "beetle wing"
+    folder.mkdir()
+    for k, frame in enumerate(frames):
+        save_image(frame, folder / f"z{k + 1}.{'PNG' if k % 2 else 'png'}")
+    (folder / "notes.txt").write_text("acquired on Tuesday")
+    return folder
+
+
+def test_opens_a_folder_in_the_viewer(make_napari_viewer, frame_folder, frames):
+    viewer = make_napari_viewer()
+    [layer] = viewer.open(frame_folder, plugin=PLUGIN)
+    assert layer.name == "beetle wing" and layer.rgb
+    np.testing.assert_array_equal(layer.data, frames)
+    assert layer.metadata["names"][0] == "z1.png"
+    assert tuple(layer.axis_labels) == ("z", "y", "x")
+
+
+def test_reads_a_list_of_files(frame_folder, frames):
+    paths = sorted(str(p) for p in frame_folder.glob("*.png"))
+    [(data, kwargs, kind)] = reader.napari_get_reader(paths)(paths)
+    assert kind == "image" and kwargs["name"] == "beetle wing"
+    np.testing.assert_array_equal(data, frames[::2])
+
+
+def test_imagej_tiff_gets_physical_scale(tmp_path, frames):
+    path = tmp_path / "stack.tif"
+    gray = frames[..., 1]
+    tifffile.imwrite(
+        path, gray, imagej=True, resolution=(1 / 0.65, 1 / 0.65),
+        metadata={"spacing": 2.5, "unit": "um", "axes": "ZYX"},
+    )  # fmt: skip
+    [(data, kwargs, _)] = reader.napari_get_reader(str(path))(str(path))
+    assert data.shape == gray.shape and kwargs["name"] == "stack" and not kwargs["rgb"]
+    np.testing.assert_allclose(kwargs["scale"], (2.5, 0.65, 0.65), rtol=1e-6)
+    assert kwargs["units"] == ("µm", "µm", "µm")
+
+
+@pytest.mark.parametrize(
+    "make_path",
+    [
+        lambda tmp: tmp / "missing folder",
+        lambda tmp: (tmp / "notes.txt").write_text("x") and tmp / "notes.txt",
+        lambda tmp: tmp,  # empty folder
+        lambda tmp: (save_image(np.zeros((8, 8), np.uint8), tmp / "one.png"), tmp / "one.png")[1],
+        lambda tmp: (tifffile.imwrite(tmp / "1.tif", np.zeros((8, 8), np.uint8)), tmp / "1.tif")[1],
+        lambda tmp: (tmp / "broken.tif").write_bytes(b"not a tiff") and tmp / "broken.tif",
+    ],
+    ids=["missing", "text file", "empty folder", "single png", "single-page tiff", "corrupt tiff"],
+)
+def test_get_reader_declines_what_is_not_a_stack(tmp_path, make_path):
+    assert reader.napari_get_reader(str(make_path(tmp_path))) is None
+
+
+def test_unreadable_folder_is_reported_and_opens_nothing(
+    make_napari_viewer, frame_folder, monkeypatch
+):
+    save_image(np.zeros((10, 10, 3), np.uint8), frame_folder / "z9.png")
+    errors = []
+    monkeypatch.setattr(reader, "show_error", errors.append)
+    viewer = make_napari_viewer()
+    assert viewer.open(frame_folder, plugin=PLUGIN) == []
+    assert len(viewer.layers) == 0
+    [message] = errors
+    assert "beetle wing" in message and "z9.png" in message and "same size" in message
