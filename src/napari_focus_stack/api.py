@@ -2,20 +2,9 @@
 and the drop-in :class:`FocusStacker` class of the original tool."""
 
 from .engine.backend import get_backend, get_backends
-from .engine.pipeline import run_pipeline, run_refuse
+from .engine.pipeline import drain, run_pipeline, run_refuse
 from .engine.result import DEFAULTS, StackParams
 from .io import open_stack, save_image, split_into_stacks
-
-
-def _drain(steps, progress):
-    """Run a pipeline generator to its end, passing each event to ``progress``."""
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as done:
-            return done.value
-        if progress is not None:
-            progress(event)
 
 
 def iter_focus_stack(
@@ -114,7 +103,7 @@ def focus_stack(
         cancel=cancel,
         max_memory=max_memory,
     )
-    return _drain(steps, progress)
+    return drain(steps, progress)
 
 
 def fuse_from_depth(source, depth, *, scale_factor=1, device="auto", progress=None, cancel=None):
@@ -134,7 +123,7 @@ def fuse_from_depth(source, depth, *, scale_factor=1, device="auto", progress=No
             f"scale_factor {params.scale_factor}), got {getattr(depth, 'shape', None)}"
         )
     be = get_backend(params.device)
-    return _drain(run_refuse(frames, depth, params.scale_factor, be, cancel=cancel), progress)
+    return drain(run_refuse(frames, depth, params.scale_factor, be, cancel=cancel), progress)
 
 
 class FocusStacker:

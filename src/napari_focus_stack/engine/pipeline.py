@@ -158,14 +158,25 @@ class _AnyOf:
         return any(f.is_set() for f in self.flags)
 
 
-def _relabel(steps, offset, total):
-    """Re-yield a tile's frame indices as overall Progress; return its result."""
+def drain(steps, on_event=None):
+    """Run generator ``steps`` to its end, passing what it yields to ``on_event``; return its value."""
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as done:
+            return done.value
+        if on_event is not None:
+            on_event(event)
+
+
+def _relabel(steps, offset, total, stage="stacking"):
+    """Re-yield frame indices from ``steps`` as overall Progress; return its value."""
     while True:
         try:
             k = next(steps)
         except StopIteration as done:
             return done.value
-        yield Progress("stacking", offset + k + 1, total)
+        yield Progress(stage, offset + k + 1, total)
 
 
 def _output_arrays(frames, params):
@@ -290,10 +301,6 @@ def run_refuse(frames, depth, scale_factor, be, *, cancel=None):
     stop = cancel.is_set if cancel is not None else (lambda: False)
     prepared = (prepare_frame(raw, scale_factor, be) for raw in prefetched(frames, stop))
     steps = fuse_frames_at_depth(prepared, n, be.asarray(depth).astype(be.xp.float32), be)
-    while True:
-        try:
-            k = next(steps)
-        except StopIteration as done:
-            return be.to_host(to_dtype(done.value, frames.dtype, be))
-        _check_cancel(cancel)
-        yield Progress("re-fusing", k + 1, n)
+    fused = yield from _relabel(steps, 0, n, "re-fusing")
+    _check_cancel(cancel)
+    return be.to_host(to_dtype(fused, frames.dtype, be))
