@@ -61,9 +61,13 @@ def focus_stack(
     scale_factor : int, 1-4
         Process at this many times the input resolution; outputs are that
         much larger and cover the same field of view.
-    method : {"depthmap", "pyramid"}
-        ``"depthmap"`` takes each pixel from the slices at its depth with a soft
-        hand-over; ``"pyramid"`` selects detail per scale in a Laplacian pyramid.
+    method : {"weighted", "depthmap", "pyramid"}
+        ``"weighted"`` averages the frames weighted by a steep power of their
+        sharpness (the sharpest dominates; alike frames are averaged, which
+        removes noise); ``"depthmap"`` takes each pixel from the slices at its
+        depth with a soft hand-over (crispest on steep, finely detailed
+        surfaces, and what retouching follows); ``"pyramid"`` selects detail
+        per scale in a Laplacian pyramid.
     align : {"none"}
         Frame alignment (more modes to come).
     device : {"auto", "cpu", "gpu", "gpu:N", "gpu:all"}
@@ -134,7 +138,7 @@ class FocusStacker:
     >>> stacker.save_image(fused, "fused.tif")  # doctest: +SKIP
     """
 
-    def __init__(self, radius=8, smoothing=4, scale_factor=2, *, method="depthmap", device="auto"):
+    def __init__(self, radius=8, smoothing=4, scale_factor=2, *, method=DEFAULTS["method"], device="auto"):
         self.params = StackParams(radius, smoothing, scale_factor, method, "none", device)
         self.last_result = None
 

@@ -168,6 +168,10 @@ class NdimageBackend:
         self.xp.copyto(dst, src, where=mask)
 
     # --- conversions -----------------------------------------------------
+    def channel_planes(self, frame):
+        """The channels of ``(Y, X[, C])`` as a list of 2-D arrays (views where possible)."""
+        return [frame] if frame.ndim == 2 else [frame[..., c] for c in range(frame.shape[2])]
+
     def luminance(self, frame):
         """Grey float32 image (a new array) from ``(Y, X)`` or ``(Y, X, 3)``, same value units."""
         xp = self.xp
@@ -219,6 +223,10 @@ class OpenCVBackend(NdimageBackend):
         h, w = image.shape[:2]
         out = cv2.resize(image, (w * factor, h * factor), interpolation=cv2.INTER_LINEAR)
         return out.reshape((h * factor, w * factor) + image.shape[2:])
+
+    def channel_planes(self, frame):
+        # contiguous planes: NumPy is slow on the stride-3 views of interleaved RGB
+        return [frame] if frame.ndim == 2 else list(self._cv2.split(np.ascontiguousarray(frame)))
 
     def luminance(self, frame):
         if frame.ndim == 2:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .depth import SliceSelector
 from .focus import FocusMeasure
-from .fuse import DepthMapFusion, PyramidFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
+from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
 from .result import Progress, StackCancelled, StackResult
 from .tiling import plan_tiles, tile_bytes
 
@@ -69,20 +69,33 @@ def band_rows(height):
     return max(16, min(256, height // 16))
 
 
-def finish_depthmap(selector, fusion, dtype, be):
-    """Depth, confidence and the depth-map fused image, computed band by band."""
+def finish_in_bands(selector, fuse_rows, dtype, be):
+    """Depth, confidence and fused image, computed band by band.
+
+    ``fuse_rows(rows, depth)`` gives the fused float32 pixels of a band.
+    """
     xp = be.xp
     shape = selector.best.shape
     depth = xp.empty(shape, dtype=xp.float32)
     confidence = xp.empty(shape, dtype=xp.float32)
-    fused = xp.empty(fusion.best.shape, dtype=dtype)
+    fused = None
     step = band_rows(shape[0])
     for start in range(0, shape[0], step):
         rows = slice(start, start + step)
         depth[rows], confidence[rows] = selector.finish(rows)
-        pixels = fusion.finish(depth[rows], selector.index[rows], selector.count, rows)
+        pixels = fuse_rows(rows, depth[rows])
+        if fused is None:
+            fused = xp.empty(shape + pixels.shape[2:], dtype=dtype)
         fused[rows] = to_dtype(pixels, dtype, be)
     return depth, confidence, fused
+
+
+def _make_fusion(params, be, levels):
+    if params.method == "depthmap":
+        return DepthMapFusion(be)
+    if params.method == "weighted":
+        return WeightedFusion(be, params.smoothing)
+    return PyramidFusion(be, levels)
 
 
 def stack_tile(frames, params, be, levels, cancel, timings):
@@ -94,7 +107,7 @@ def stack_tile(frames, params, be, levels, cancel, timings):
     """
     selector = SliceSelector(be)
     measure = FocusMeasure(params.radius, params.smoothing, be)
-    fusion = DepthMapFusion(be) if params.method == "depthmap" else PyramidFusion(be, levels)
+    fusion = _make_fusion(params, be, levels)
     to_unit = be.xp.float32(1.0 / value_range(frames.dtype))
     stop = cancel.is_set if cancel is not None else (lambda: False)
     clock = time.perf_counter()
@@ -110,6 +123,8 @@ def stack_tile(frames, params, be, levels, cancel, timings):
         t2 = time.perf_counter()
         if params.method == "depthmap":
             fusion.update(frame, took_best, took_above)
+        elif params.method == "weighted":
+            fusion.update(frame, score)
         else:
             fusion.update(frame)
         del frame, gray, score, took_best, took_above
@@ -123,7 +138,13 @@ def stack_tile(frames, params, be, levels, cancel, timings):
     selector.previous = None
     if params.method == "depthmap":
         fusion.previous = None
-        depth, confidence, fused = finish_depthmap(selector, fusion, frames.dtype, be)
+
+        def fuse_rows(rows, depth):
+            return fusion.finish(depth, selector.index[rows], selector.count, rows)
+
+        depth, confidence, fused = finish_in_bands(selector, fuse_rows, frames.dtype, be)
+    elif params.method == "weighted":
+        depth, confidence, fused = finish_in_bands(selector, lambda rows, _: fusion.finish(rows), frames.dtype, be)
     else:
         depth, confidence = selector.finish()
         fused = to_dtype(fusion.finish(), frames.dtype, be)

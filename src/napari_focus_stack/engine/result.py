@@ -5,7 +5,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-METHODS = ("depthmap", "pyramid")
+METHODS = ("weighted", "depthmap", "pyramid")
 ALIGN_MODES = ("none",)
 DEVICES = ("auto", "cpu", "gpu")
 
@@ -16,7 +16,7 @@ DEFAULTS = {
     "radius": 8,
     "smoothing": 4,
     "scale_factor": 1,
-    "method": "depthmap",
+    "method": "weighted",
     "align": "none",
     "device": "auto",
 }

@@ -43,6 +43,8 @@ def reach(params, out_shape):
     )
     if params.method == "pyramid":
         return max(focus, pyramid_reach(pyramid_levels(out_shape)))
+    if params.method == "weighted":  # its weights are the scores smoothed once more
+        return focus + len(gaussian_kernel(float(params.smoothing))) // 2
     return focus
 
 
@@ -52,6 +54,8 @@ def working_bytes_per_pixel(channels, itemsize, params):
     select = 4 * 4 + 2 + 3 * 4 + 4 + 2  # best/below/above/total, index, focus buffers, grey, masks
     if params.method == "depthmap":
         fuse = 5 * frame  # best, below, above, previous and current frame
+    elif params.method == "weighted":
+        fuse = (channels + 1) * 4 + 3 * 4 + 2 * channels * 4 + frame  # sums, weights, ratios, float frames
     else:
         fuse = 2 * 1.34 * (channels + 1) * 4 + channels * 4  # kept + current pyramids, float frame
     if params.scale_factor > 1:

@@ -1,0 +1,286 @@
+"""Tests for engine/align.py: registration, failure handling, exposure and warping.
+
+Accuracy is scored as the corner residual: the four image corners mapped
+through the estimated and the true transform of each frame, RMS distance in
+full-resolution pixels.
+"""
+
+import numpy as np
+import pytest
+
+from napari_focus_stack.engine.align import (
+    ALIGN_MODES,
+    coverage_mask,
+    estimate_gains,
+    estimate_pair,
+    estimate_transforms,
+    registration_image,
+    rescale_transforms,
+    warp_frame,
+)
+from napari_focus_stack.io import open_stack
+from napari_focus_stack.synthetic import make_texture, simulate_stack
+
+SHAPE = (384, 512)
+DRIFT = 0.05 * SHAPE[1]  # 5 % of the width
+
+
+def corner_residuals(estimated, true, shape):
+    """Per frame, RMS distance (px) between the corners mapped by ``estimated`` and ``true``."""
+    height, width = shape[:2]
+    corners = np.array([[0, width - 1, 0, width - 1], [0, 0, height - 1, height - 1], [1, 1, 1, 1]], float)
+    difference = (estimated @ corners - true @ corners)[:, :2]
+    return np.sqrt((difference**2).sum(axis=1).mean(axis=1))
+
+
+def align(frames, mode="similarity", **kwargs):
+    return estimate_transforms([registration_image(frame) for frame in frames], mode, **kwargs)
+
+
+def grid_period(seed):
+    """The period make_texture("grid") draws for ``seed``."""
+    return int(np.random.default_rng(seed).integers(12, 21))
+
+
+# --- registration images ---------------------------------------------------------------
+
+
+def test_registration_image_is_reduced_normalised_and_exposure_free():
+    frame = (make_texture("mixed", (600, 2100), rgb=True) * 200).astype(np.uint8)
+    image = registration_image(frame)
+    assert image.shape == (150, 525) and image.dtype == np.float32  # shrunk by 4
+    assert abs(float(image.mean())) < 1e-3 and np.sqrt(np.mean(image**2)) == pytest.approx(1, rel=1e-4)
+    brighter = registration_image(np.clip(frame * 1.2 + 10, 0, 255).astype(np.uint8))
+    assert np.abs(brighter - image).mean() < 0.05
+    assert not registration_image(np.full((64, 64), 7, np.uint16)).any()
+
+
+# --- accuracy on simulated stacks ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "scene"),
+    [
+        ("similarity", dict(texture="mixed", depth="dome", breathing=0.15, rotation=1.0, rgb=True, seed=1)),
+        ("similarity", dict(texture="cells", depth="slope", breathing=-0.15, rotation=-1.0, seed=2)),
+        ("affine", dict(texture="noise", depth="steps", breathing=0.15, rotation=1.0, noise=0.01, seed=3)),
+        ("affine", dict(texture="photo", depth="waves", breathing=-0.15, rotation=-1.0, rgb=True, seed=4)),
+    ],
+)
+def test_corner_residual_below_a_fifth_of_a_pixel(mode, scene):
+    sim = simulate_stack(SHAPE, 10, drift=DRIFT, jitter=1.0, gain=0.1, **scene)
+    result = align(sim.frames, mode)
+    residuals = corner_residuals(result.transforms, sim.transforms, SHAPE)
+    assert residuals.max() <= 0.2, residuals.round(3)
+    assert result.failed == [] and result.messages == []
+    assert result.reference == 5 and np.array_equal(result.transforms[5], np.eye(3))
+
+
+def test_similarity_transforms_have_no_shear():
+    sim = simulate_stack(SHAPE, 6, texture="noise", breathing=0.1, rotation=1.0, seed=5)
+    linear = align(sim.frames).transforms[:, :2, :2]
+    np.testing.assert_allclose(linear[:, 0, 0], linear[:, 1, 1], atol=1e-12)
+    np.testing.assert_allclose(linear[:, 0, 1], -linear[:, 1, 0], atol=1e-12)
+
+
+def test_translation_mode_estimates_shifts_only():
+    sim = simulate_stack(SHAPE, 8, texture="cells", drift=DRIFT, jitter=2.0, seed=6)
+    result = align(sim.frames, "translation")
+    np.testing.assert_array_equal(result.transforms[:, :2, :2], np.tile(np.eye(2), (8, 1, 1)))
+    assert corner_residuals(result.transforms, sim.transforms, SHAPE).max() <= 0.1
+
+
+def test_selectable_reference_and_full_resolution_coordinates():
+    sim = simulate_stack(SHAPE, 6, texture="mixed", breathing=0.1, drift=DRIFT, seed=7)
+    half = [registration_image(frame, max_side=256) for frame in sim.frames]  # 192 x 256
+    result = estimate_transforms(half, "similarity", reference=0, full_shape=SHAPE)
+    truth = sim.transforms @ np.linalg.inv(sim.transforms[0])
+    assert result.reference == 0 and np.array_equal(result.transforms[0], np.eye(3))
+    assert corner_residuals(result.transforms, truth, SHAPE).max() <= 0.3
+
+
+def test_large_magnification_steps():
+    # 15 % over 3 frames: 7.5 % from one frame to the next.
+    sim = simulate_stack(SHAPE, 3, texture="mixed", breathing=0.15, rotation=1.0, drift=DRIFT, seed=8)
+    assert corner_residuals(align(sim.frames).transforms, sim.transforms, SHAPE).max() <= 0.2
+
+
+def test_mode_none_and_bad_arguments():
+    frames = simulate_stack((64, 64), 3, drift=5, seed=9).frames
+    result = align(frames, "none")
+    np.testing.assert_array_equal(result.transforms, np.tile(np.eye(3), (3, 1, 1)))
+    assert "none" in ALIGN_MODES
+    with pytest.raises(ValueError, match="align mode must be one of"):
+        align(frames, "rigid")
+    with pytest.raises(ValueError, match="reference must be a frame index"):
+        align(frames, reference=3)
+
+
+# --- repetitive patterns ---------------------------------------------------------------
+
+
+def test_grid_moving_several_periods_in_total():
+    # Registering every frame straight to the reference would have to pick
+    # among copies of the grid; neighbour steps of 0.4 period do not.
+    seed = 0
+    period = grid_period(seed)
+    sim = simulate_stack(SHAPE, 9, texture="grid", drift=0.4 * period * 8, seed=seed)
+    assert np.hypot(*sim.transforms[0, :2, 2]) > 1.5 * period
+    result = align(sim.frames)
+    assert corner_residuals(result.transforms, sim.transforms, SHAPE).max() < 0.5
+
+
+def test_grid_step_larger_than_half_its_period():
+    # 0.7 period per step: the nearest copy of the grid is the wrong one. A
+    # faint aperiodic background (15 %) is all that tells the copies apart.
+    seed = 1
+    period = grid_period(seed)
+    grid = make_texture("grid", SHAPE, seed=seed)
+    np.testing.assert_allclose(grid[:, period:], grid[:, :-period], atol=1e-5)
+    texture = 0.85 * grid + 0.15 * make_texture("cells", SHAPE, seed=seed)
+    sim = simulate_stack(texture=texture, n_slices=9, drift=0.7 * period * 8, seed=seed)
+    result = align(sim.frames)
+    assert corner_residuals(result.transforms, sim.transforms, SHAPE).max() < 0.5
+
+
+# --- frames that cannot be aligned -----------------------------------------------------
+
+
+def test_noise_and_blank_frames_are_reported_and_bridged():
+    sim = simulate_stack(SHAPE, 10, texture="mixed", breathing=0.1, drift=DRIFT, jitter=1.0, seed=10)
+    frames = sim.frames.copy()
+    frames[3] = np.random.default_rng(0).integers(0, 256, SHAPE, dtype=np.uint8)
+    frames[7] = 128
+    result = align(frames)
+    assert result.failed == [3, 7]
+    assert any("frame 3" in message for message in result.messages)
+    assert result.quality[[2, 3, 6, 7]].max() < 0.15
+    residuals = corner_residuals(result.transforms, sim.transforms, SHAPE)
+    assert residuals[[0, 1, 2, 4, 5, 6, 8, 9]].max() <= 0.2
+    assert residuals[[3, 7]].max() < 5  # interpolated: right up to the jitter
+
+
+def test_failed_end_frame_is_extrapolated():
+    sim = simulate_stack(SHAPE, 8, texture="noise", breathing=0.12, drift=DRIFT, seed=11)
+    frames = sim.frames.copy()
+    frames[0] = 0
+    result = align(frames)
+    assert result.failed == [0]
+    residuals = corner_residuals(result.transforms, sim.transforms, SHAPE)
+    assert residuals[0] < 1 and residuals[1:].max() <= 0.2
+
+
+def test_unrelated_frames_never_give_wild_transforms():
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (4,) + SHAPE, dtype=np.uint8)
+    result = align(frames, "affine")
+    assert result.failed == [0, 1, 3]
+    np.testing.assert_array_equal(result.transforms, np.tile(np.eye(3), (4, 1, 1)))
+
+
+def test_estimate_pair_rejects_an_impossible_starting_point():
+    texture = make_texture("noise", SHAPE)
+    fixed = registration_image(texture)
+    wild = np.array([[2.0, 0, 0], [0, 2.0, 0], [0, 0, 1]])
+    matrix, quality = estimate_pair(fixed, fixed, initial=wild)
+    assert quality == 0 and np.array_equal(matrix, wild)  # reported as failed, not refined
+    matrix, quality = estimate_pair(fixed, fixed)
+    assert quality > 0.99 and np.abs(matrix - np.eye(3)).max() < 1e-3
+
+
+def test_lazy_sequence_is_fetched_a_few_times_per_frame():
+    sim = simulate_stack(SHAPE, 6, texture="mixed", drift=DRIFT, seed=12)
+    fetched = []
+
+    class Lazy:
+        def __len__(self):
+            return len(sim.frames)
+
+        def __getitem__(self, index):
+            fetched.append(index)
+            return registration_image(sim.frames[index])
+
+    result = estimate_transforms(Lazy())
+    assert corner_residuals(result.transforms, sim.transforms, SHAPE).max() <= 0.2
+    assert max(fetched.count(index) for index in range(6)) <= 2
+
+
+# --- exposure ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("rgb", [True, False])
+def test_gains_recovered_within_one_percent(rgb):
+    sim = simulate_stack(SHAPE, 10, texture="mixed", rgb=rgb, gain=0.1, breathing=0.15, drift=DRIFT, seed=13)
+    gains, offsets = estimate_gains(sim.frames, sim.transforms)
+    assert gains.shape == sim.gains.shape and offsets.shape == sim.gains.shape
+    assert np.abs(gains - sim.gains).max() <= 0.01
+    assert not offsets.any()
+
+
+def test_offsets_are_found_when_they_stand_out():
+    sim = simulate_stack(SHAPE, 6, texture="photo", rgb=True, gain=0.1, drift=DRIFT, seed=14)
+    frames = sim.frames.astype(np.int16)
+    frames[4:] += 12
+    gains, offsets = estimate_gains(np.clip(frames, 0, 255).astype(np.uint8), sim.transforms)
+    np.testing.assert_allclose(offsets[4:], 12, atol=1.5)
+    assert not offsets[:3].any()
+    assert np.abs(gains - sim.gains).max() <= 0.02
+
+
+def test_gains_from_reduced_frames_and_full_resolution_transforms():
+    sim = simulate_stack(SHAPE, 5, texture="cells", rgb=True, gain=0.1, breathing=0.1, seed=15)
+    reduced = [frame[::2, ::2] for frame in sim.frames]  # any smaller copies do
+    half = rescale_transforms(sim.transforms, SHAPE, (192, 256))
+    gains, _ = estimate_gains(reduced, sim.transforms, full_shape=SHAPE)
+    np.testing.assert_allclose(gains, estimate_gains(reduced, half)[0])
+    assert np.abs(gains - sim.gains).max() <= 0.01
+
+
+# --- applying transforms -----------------------------------------------------------------
+
+
+def test_warped_frame_matches_the_reference_where_covered():
+    # No defocus change: every frame shows the reference's content, moved.
+    sim = simulate_stack(SHAPE, 5, texture="mixed", blur_per_slice=0, breathing=0.15, rotation=1.0,
+                         drift=4 * DRIFT, gain=0.1, rgb=True, seed=16)  # fmt: skip
+    reference = sim.frames[2].astype(float)
+    for k in (0, 4):
+        warped = warp_frame(sim.frames[k], sim.transforms[k], SHAPE, sim.gains[k], interpolation="cubic")
+        covered = coverage_mask(sim.transforms[k], SHAPE, SHAPE)
+        assert warped.dtype == np.uint8 and warped.shape == reference.shape
+        assert 0.5 < covered.mean() < 0.99  # frame 0 is zoomed out: its corners are missing
+        inner = covered & np.pad(np.ones((SHAPE[0] - 8, SHAPE[1] - 8), bool), 4)
+        assert np.abs(warped[inner] - reference[inner]).mean() < 1.5
+
+
+def test_coverage_mask_is_exact():
+    shift = np.array([[1.0, 0, 2.4], [0, 1, -1.6], [0, 0, 1]])
+    mask = coverage_mask(shift, (10, 20), (10, 20))
+    rows, cols = np.nonzero(mask)
+    assert (cols.min(), cols.max(), rows.min(), rows.max()) == (0, 17, 2, 9)  # x + 2.4 < 19.5, y - 1.6 >= -0.5
+    assert coverage_mask(np.eye(3), (10, 20), (12, 20))[10:].sum() == 0
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_warp_frame_keeps_dtype_and_corrects_exposure(dtype):
+    full = 1.0 if dtype == np.float32 else np.iinfo(dtype).max
+    frame = np.full((6, 8, 3), 0.4 * full, dtype=dtype)
+    corrected = warp_frame(frame, np.eye(3), (6, 8), gain=[2.0, 1.0, 0.5], offset=[0, 0.1 * full, 0])
+    assert corrected.dtype == dtype
+    np.testing.assert_allclose(corrected[0, 0], np.array([0.2, 0.3, 0.8]) * full, rtol=1e-3, atol=0.5)
+    assert warp_frame(frame, np.eye(3), (6, 8)) is frame  # nothing to do
+    bright = warp_frame(frame[..., 0], np.eye(3), (6, 8), gain=0.25)
+    assert bright.dtype == dtype and bright.max() == pytest.approx(full if dtype != np.float32 else 1.6)
+
+
+# --- a real stack ----------------------------------------------------------------------
+
+
+def test_pcb_stack_breathes_monotonically(real_stack):
+    frames = open_stack(real_stack("pcb_aimonen"))
+    images = [registration_image(frames.reduced(k, 1024)) for k in range(len(frames))]
+    result = estimate_transforms(images, full_shape=frames.shape[1:])
+    scales = np.sqrt(np.linalg.det(result.transforms[:, :2, :2]))
+    assert np.all(np.diff(scales) < 0), scales
+    assert 0.03 < scales[0] / scales[-1] - 1 < 0.045  # ~3.6 % first to last
+    assert result.failed == [] and result.quality.min() > 0.8
