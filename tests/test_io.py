@@ -681,3 +681,59 @@ def test_real_stacks(name, shape, dtype):
     last = frames[-1]
     assert last.shape == shape[1:] and last.dtype == dtype and last.any()
     assert isinstance(frames, FrameSequence)
+
+
+# --- reduced reads ---------------------------------------------------------------------
+
+
+def smooth_rgb(shape, seed=0):
+    """A smooth RGB image: JPEG keeps it closely, so decoders can be compared."""
+    noise = np.random.default_rng(seed).random((shape[0] // 32, shape[1] // 32, 3)).astype(np.float32)
+    return (cv2.resize(noise, shape[::-1], interpolation=cv2.INTER_CUBIC) * 255).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("orientation", [1, 6])
+@pytest.mark.parametrize("gray", [False, True])
+def test_reduced_jpeg_matches_area_shrink_of_full_frame(tmp_path, orientation, gray):
+    image = smooth_rgb((320, 512))  # sides divisible by 16: shrinking by area is exact
+    image = image[..., 0] if gray else image
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    for index in range(2):
+        Image.fromarray(image).save(tmp_path / f"{index}.jpg", exif=exif, quality=95)
+    frames = open_stack(tmp_path)
+    for max_side, factor in ((260, 2), (100, 8), (40, 16)):
+        small = frames.reduced(1, max_side)
+        height, width = frames.shape[1:3]
+        assert small.shape[:2] == (-(-height // factor), -(-width // factor))
+        assert small.dtype == np.uint8 and small.ndim == (2 if gray else 3)
+        shrunk = cv2.resize(frames[1], small.shape[1::-1], interpolation=cv2.INTER_AREA)
+        assert np.abs(small.astype(float) - shrunk).mean() < 1
+
+
+def test_reduced_jpeg_decodes_less(tmp_path):
+    for index in range(2):
+        Image.fromarray(smooth_rgb((1200, 1600), index)).save(tmp_path / f"{index}.jpg", quality=90)
+    frames = open_stack(tmp_path)
+
+    def best_time(read):
+        times = []
+        for _ in range(3):
+            start = time.perf_counter()
+            read()
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    assert best_time(lambda: frames.reduced(0, 400)) < best_time(lambda: frames[0])
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+def test_reduced_other_sources_shrink_by_area(tmp_path, dtype):
+    stack = random_stack((2, 50, 70), dtype)
+    sources = [stack, write_multipage_tiff(tmp_path / "stack.tif", stack)]
+    for source in sources:
+        frames = open_stack(source)
+        small = frames.reduced(-1, 20)
+        assert small.shape == (13, 18) and small.dtype == dtype
+        np.testing.assert_array_equal(small, cv2.resize(stack[-1], (18, 13), interpolation=cv2.INTER_AREA))
+        np.testing.assert_array_equal(frames.reduced(0, 70), stack[0])

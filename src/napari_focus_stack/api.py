@@ -2,7 +2,7 @@
 and the drop-in :class:`FocusStacker` class of the original tool."""
 
 from .engine.backend import get_backend, get_backends
-from .engine.pipeline import drain, run_pipeline, run_refuse
+from .engine.pipeline import aligned_like, drain, run_pipeline, run_refuse
 from .engine.result import DEFAULTS, StackParams
 from .io import open_stack, save_image, split_into_stacks
 
@@ -16,6 +16,7 @@ def iter_focus_stack(
     method=DEFAULTS["method"],
     align=DEFAULTS["align"],
     device=DEFAULTS["device"],
+    reference=None,
     cancel=None,
     max_memory=None,
 ):
@@ -24,7 +25,7 @@ def iter_focus_stack(
     For callers that drive the work themselves (a napari worker thread, a
     progress bar). Parameters are checked before the first frame is read.
     """
-    params = StackParams(radius, smoothing, scale_factor, method, align, device)
+    params = StackParams(radius, smoothing, scale_factor, method, align, device, reference)
     frames = open_stack(source)
     backends = get_backends(params.device)
     return run_pipeline(
@@ -41,6 +42,7 @@ def focus_stack(
     method=DEFAULTS["method"],
     align=DEFAULTS["align"],
     device=DEFAULTS["device"],
+    reference=None,
     progress=None,
     cancel=None,
     max_memory=None,
@@ -68,8 +70,13 @@ def focus_stack(
         depth with a soft hand-over (crispest on steep, finely detailed
         surfaces, and what retouching follows); ``"pyramid"`` selects detail
         per scale in a Laplacian pyramid.
-    align : {"none"}
-        Frame alignment (more modes to come).
+    align : {"similarity", "affine", "translation", "none"}
+        How frames are registered to the reference frame before fusing:
+        shift + rotation + scale (focus breathing), a full affine map, shift
+        only, or not at all. Motion below 1 px is left alone.
+    reference : int, optional
+        The frame the others are aligned to (default: the middle one); the
+        outputs are in its geometry.
     device : {"auto", "cpu", "gpu", "gpu:N", "gpu:all"}
         Where to compute. ``"auto"`` uses a GPU when CuPy sees one;
         ``"gpu:all"`` spreads tiles over every GPU.
@@ -104,22 +111,26 @@ def focus_stack(
         method=method,
         align=align,
         device=device,
+        reference=reference,
         cancel=cancel,
         max_memory=max_memory,
     )
     return drain(steps, progress)
 
 
-def fuse_from_depth(source, depth, *, scale_factor=1, device="auto", progress=None, cancel=None):
+def fuse_from_depth(source, depth, *, result=None, scale_factor=None, device="auto", progress=None, cancel=None):
     """Fuse the frames along a given (for example hand-edited) depth map.
 
     No focus measure is computed again. ``depth`` is in slice units and has the
-    shape of the fused image (the input's size times ``scale_factor``). Where
-    the depth map is unchanged, the result equals :func:`focus_stack`'s
-    ``"depthmap"`` fusion pixel for pixel.
+    shape of the fused image (the input's size times ``scale_factor``).
+    ``result``, the :class:`StackResult` the depth map came from, gives the
+    alignment and scale factor to reuse. Where the depth map is unchanged,
+    the pixels equal :func:`focus_stack`'s ``"depthmap"`` fusion exactly.
     """
+    if scale_factor is None:
+        scale_factor = result.params.scale_factor if result is not None else 1
     params = StackParams(scale_factor=scale_factor, device=device)
-    frames = open_stack(source)
+    frames = aligned_like(open_stack(source), result)
     expected = tuple(s * params.scale_factor for s in frames.shape[1:3])
     if tuple(getattr(depth, "shape", ())) != expected:
         raise ValueError(
@@ -138,8 +149,10 @@ class FocusStacker:
     >>> stacker.save_image(fused, "fused.tif")  # doctest: +SKIP
     """
 
-    def __init__(self, radius=8, smoothing=4, scale_factor=2, *, method=DEFAULTS["method"], device="auto"):
-        self.params = StackParams(radius, smoothing, scale_factor, method, "none", device)
+    def __init__(
+        self, radius=8, smoothing=4, scale_factor=2, *, method=DEFAULTS["method"], align=DEFAULTS["align"], device="auto"
+    ):
+        self.params = StackParams(radius, smoothing, scale_factor, method, align, device)
         self.last_result = None
 
     @property

@@ -148,6 +148,67 @@ class FrameSequence:
             f"source={self.metadata['source']!r})"
         )
 
+    def reduced(self, index, max_side):
+        """Frame ``index`` shrunk by a power of two so that its long side is at most ``max_side``.
+
+        The factor ``f`` is the smallest power of two that brings the long
+        side to ``max_side`` or less; the result is ``ceil(Y / f)`` by
+        ``ceil(X / f)`` and its pixel ``i`` averages full-resolution pixels
+        ``f * i`` to ``f * i + f - 1``. JPEG frames are decoded at that size
+        directly (libjpeg's DCT scaling, up to 1/8), much faster than a full
+        decode; other frames are decoded whole and shrunk by area averaging.
+        EXIF orientation is applied as for ``frames[index]``.
+
+        Parameters
+        ----------
+        index : int
+        max_side : int
+
+        Returns
+        -------
+        ndarray
+            ``(ceil(Y / f), ceil(X / f)[, 3])`` in :attr:`dtype`.
+
+        Examples
+        --------
+        >>> frames = open_stack(np.zeros((2, 1000, 3000), np.uint16))
+        >>> frames.reduced(0, 1024).shape
+        (250, 750)
+        """
+        height, width = self.shape[1:3]
+        factor = 1
+        while -(-max(height, width) // factor) > max_side:
+            factor *= 2
+        size = (-(-width // factor), -(-height // factor))
+        loader = self._loaders[index]
+        is_jpeg = (
+            isinstance(loader, partial)
+            and loader.func is _decode_with_opencv
+            and Path(loader.args[0]).suffix.lower() in (".jpg", ".jpeg")
+        )
+        if factor > 1 and is_jpeg:
+            path, gray, orientation = loader.args
+            scale = min(factor, 8)
+            reduced_flags = {
+                (2, True): cv2.IMREAD_REDUCED_GRAYSCALE_2, (2, False): cv2.IMREAD_REDUCED_COLOR_2,
+                (4, True): cv2.IMREAD_REDUCED_GRAYSCALE_4, (4, False): cv2.IMREAD_REDUCED_COLOR_4,
+                (8, True): cv2.IMREAD_REDUCED_GRAYSCALE_8, (8, False): cv2.IMREAD_REDUCED_COLOR_8,
+            }  # fmt: skip
+            # Orientation from the header, as _decode_with_opencv does.
+            flags = reduced_flags[scale, gray] | cv2.IMREAD_IGNORE_ORIENTATION
+            with _reading(path, "cannot decode image data"):
+                image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
+            if image is None:
+                raise StackReadError(f"{path}: cannot decode image data (truncated or corrupt file)")
+            if not gray:
+                cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
+            image = _apply_orientation(image, orientation)
+        else:
+            image = self[index]
+        if image.shape[:2] != size[::-1]:
+            image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(image, dtype=self.dtype)
+
 
 @dataclass(frozen=True)
 class _FileFrames:

@@ -139,7 +139,7 @@ def test_memory_does_not_grow_with_frames(method):
     def peak(n):
         frames = simulate_stack(shape, n, rgb=True, seed=9).frames
         tracemalloc.start()
-        focus_stack(frames, method=method, device="cpu")
+        focus_stack(frames, method=method, align="none", device="cpu")
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         return peak
@@ -150,10 +150,16 @@ def test_memory_does_not_grow_with_frames(method):
 
 
 def test_progress_and_cancel():
-    sim = simulate_stack((48, 48), 6, seed=10)
+    sim = simulate_stack((160, 160), 6, seed=10)
     events = []
     focus_stack(sim.frames, device="cpu", progress=events.append)
-    assert [(e.done, e.total) for e in events] == [(k, 6) for k in range(1, 7)]
+    assert [(e.stage, e.done, e.total) for e in events] == [
+        *(("aligning", k, 6) for k in range(1, 7)),
+        *(("stacking", k, 6) for k in range(1, 7)),
+    ]
+    events.clear()
+    focus_stack(sim.frames, align="none", device="cpu", progress=events.append)
+    assert [(e.stage, e.done, e.total) for e in events] == [("stacking", k, 6) for k in range(1, 7)]
 
     cancel = threading.Event()
 
@@ -181,8 +187,18 @@ def test_ndimage_backend_agrees_with_opencv():
 def test_refuse_from_unchanged_depth_is_identical():
     sim = simulate_stack((80, 80), 9, rgb=True, noise=0.01, seed=12)
     result = focus_stack(sim.frames, method="depthmap", device="cpu")
-    again = fuse_from_depth(sim.frames, result.depth, device="cpu")
+    again = fuse_from_depth(sim.frames, result.depth, result=result, device="cpu")
     np.testing.assert_array_equal(again, result.fused)
+
+
+def test_refuse_reuses_the_alignment():
+    sim = simulate_stack((160, 192), 7, rgb=True, breathing=0.06, drift=4, seed=15)
+    result = focus_stack(sim.frames, method="depthmap", device="cpu")
+    assert result.transforms is not None and not np.allclose(result.transforms, np.eye(3))
+    again = fuse_from_depth(sim.frames, result.depth, result=result, device="cpu")
+    np.testing.assert_array_equal(again, result.fused)
+    unaligned = fuse_from_depth(sim.frames, result.depth, device="cpu")
+    assert np.mean(unaligned != result.fused) > 0.2
 
 
 def test_refuse_changes_only_the_edited_region():
@@ -190,7 +206,7 @@ def test_refuse_changes_only_the_edited_region():
     result = focus_stack(sim.frames, method="depthmap", scale_factor=2, device="cpu")
     depth = result.depth.copy()
     depth[40:80, 60:100] = 0  # paint "first slice" into a patch
-    edited = fuse_from_depth(sim.frames, depth, scale_factor=2, device="cpu")
+    edited = fuse_from_depth(sim.frames, depth, result=result, device="cpu")
     changed = np.any(edited != result.fused, axis=-1)
     assert changed[40:80, 60:100].mean() > 0.9
     changed[40:80, 60:100] = False
@@ -219,3 +235,57 @@ def test_parameters_outside_their_range(kwargs, message):
     frames = simulate_stack((16, 16), 3).frames
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         focus_stack(frames, **kwargs)
+
+
+# --- alignment in the pipeline -------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["similarity", "affine"])
+def test_moving_stack_fuses_like_a_still_one(mode):
+    # same scene, same seed: rendered still, and with breathing, drift, rotation and flicker
+    kwargs = dict(texture="mixed", depth="dome", rgb=True, noise=0.01, seed=31)
+    still = simulate_stack((384, 512), 10, **kwargs)
+    moving = simulate_stack((384, 512), 10, breathing=0.12, drift=20, rotation=1.0, gain=0.08, jitter=1, **kwargs)
+    reference = psnr(focus_stack(still.frames, align="none", device="cpu").fused, still.texture)
+    result = focus_stack(moving.frames, align=mode, device="cpu")
+    inner = (slice(40, -40), slice(40, -40))  # the border is filled from fewer frames
+    assert psnr(result.fused[inner], moving.texture[inner]) > reference - 1.0
+    unaligned = focus_stack(moving.frames, align="none", device="cpu")
+    assert psnr(unaligned.fused[inner], moving.texture[inner]) < reference - 5
+    # transforms agree with the truth at the corners (reference = middle frame)
+    corners = np.array([[0, 511, 0, 511], [0, 0, 383, 383], [1, 1, 1, 1]], float)
+    error = (result.transforms @ corners - moving.transforms @ corners)[:, :2]
+    assert np.sqrt((error**2).sum(1).mean(-1)).max() < 0.5
+    assert result.metadata["alignment"]["failed"] == []
+    assert result.partial_coverage is not None and 0.01 < result.partial_coverage.mean() < 0.3
+    assert not result.partial_coverage[inner].any()
+
+
+def test_alignment_is_saved_with_the_outputs(tmp_path):
+    from napari_focus_stack.io import read_metadata, save_image
+
+    sim = simulate_stack((192, 256), 7, breathing=0.05, drift=6, seed=32)
+    result = focus_stack(sim.frames, device="cpu")
+    save_image(result.fused, tmp_path / "fused.tif", metadata=result.provenance())
+    info = read_metadata(tmp_path / "fused.tif")
+    assert info["align"] == "similarity" and info["alignment"]["reference"] == 3
+    np.testing.assert_allclose(np.array(info["transforms"]), result.transforms)
+
+
+def test_reference_frame_and_its_range():
+    sim = simulate_stack((192, 256), 7, breathing=0.05, drift=6, seed=33)
+    result = focus_stack(sim.frames, reference=0, device="cpu")
+    np.testing.assert_array_equal(result.transforms[0], np.eye(3))
+    assert result.metadata["alignment"]["reference"] == 0
+    with pytest.raises(ValueError, match=r"reference frame 9 is not one of the 7 frames \(0 to 6\)"):
+        focus_stack(sim.frames, reference=9, device="cpu")
+
+
+def test_still_or_tiny_stacks_are_not_resampled():
+    still = simulate_stack((256, 256), 8, rgb=True, noise=0.01, seed=34)
+    aligned = focus_stack(still.frames, device="cpu")
+    plain = focus_stack(still.frames, align="none", device="cpu")
+    np.testing.assert_array_equal(aligned.fused, plain.fused)
+    assert "frames used as they are" in aligned.metadata["alignment"]["messages"][-1]
+    tiny = simulate_stack((64, 64), 5, seed=35)
+    assert focus_stack(tiny.frames, device="cpu").transforms is None

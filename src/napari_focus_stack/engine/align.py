@@ -30,6 +30,7 @@ is the identity.
 """
 
 import math
+import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -37,9 +38,7 @@ import cv2
 import numpy as np
 
 from .backend import LUMA_WEIGHTS
-
-#: Motion models, from the most to the least constrained after "none".
-ALIGN_MODES = ("similarity", "affine", "translation", "none")
+from .result import ALIGN_MODES  # noqa: F401  (the motion models; they live with the parameters)
 
 #: Long side (px) of the images transforms are estimated on. About a
 #: megapixel: enough for errors well below a pixel at 12 MP, and fast.
@@ -48,7 +47,7 @@ REGISTRATION_MAX_SIDE = 1024
 #: Band-pass of the registration image, as Gaussian sigmas. The fine one
 #: (px) removes sensor noise and JPEG blocks; the coarse one (fraction of the
 #: long side) removes illumination, vignetting and exposure differences.
-_FINE_SIGMA = 3.0
+_FINE_SIGMA = 2.0
 _COARSE_SIGMA_FRACTION = 1 / 64
 #: Band-pass filtering near the image border sees mirrored content, a
 #: pattern fixed to the frame that would pull every estimate towards the
@@ -92,9 +91,11 @@ _TREND_TOLERANCE_PX = 3.0
 _TREND_TOLERANCE_FACTOR = 4.0
 _TREND_WINDOW = 5
 
-#: Exposure is compared through the means of tiles (rows, columns) large
-#: against any defocus blur, which leaks little across their borders;
-#: tiles count when the common region fills this much of them.
+#: Exposure is compared on images shrunk to this long side (px), through
+#: the means of tiles (rows, columns) so large that defocus blur leaks
+#: little across their borders; a tile counts when the common region
+#: fills this much of it.
+GAIN_MAX_SIDE = 256
 _GAIN_TILES = (6, 8)
 _GAIN_TILE_COVERAGE = 0.95
 #: An offset is fitted only when the reference's tile means vary by this
@@ -221,7 +222,8 @@ def _wide_blur(image, sigma):
     if factor == 1:
         return _blur(image, sigma)
     height, width = image.shape
-    small = cv2.resize(image, (-(-width // factor), -(-height // factor)), interpolation=cv2.INTER_AREA)
+    small_size = (-(-width // factor), -(-height // factor))
+    small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
     return cv2.resize(_blur(small, sigma / factor), (width, height), interpolation=cv2.INTER_LINEAR)
 
 
@@ -282,7 +284,9 @@ def rescale_transforms(transforms, from_shape, to_shape):
 def _corners(shape):
     """The four image corners as homogeneous columns ``(3, 4)``."""
     height, width = shape[:2]
-    return np.array([[0, width - 1, 0, width - 1], [0, 0, height - 1, height - 1], [1, 1, 1, 1]], float)
+    return np.array(
+        [[0, width - 1, 0, width - 1], [0, 0, height - 1, height - 1], [1, 1, 1, 1]], dtype=float
+    )
 
 
 def _corner_distance(a, b, shape):
@@ -404,7 +408,7 @@ def _register(fixed, moving, mode, initial):
     for level in range(len(fixed) - 1, -1, -1):
         guess = _level_matrix(matrix, 0, level)
         margin = _level_margin(fixed[0].shape, level)
-        refined, _, quality = _gauss_newton(fixed[level], moving[level], guess, mode, margin)
+        refined, quality = _gauss_newton(fixed[level], moving[level], guess, mode, margin)
         matrix = _level_matrix(refined, level, 0)
     if not _plausible_step(matrix, fixed[0].shape):
         return start, 0.0
@@ -441,13 +445,15 @@ def _coarse_shift(fixed, moving):
     per period, which nothing in the pattern tells apart: the smallest shift
     among them is taken, as neighbouring frames move little.
     """
-    level = next((i for i, image in enumerate(fixed) if max(image.shape) <= _CORRELATION_SIDE), len(fixed) - 1)
+    small_enough = (i for i, image in enumerate(fixed) if max(image.shape) <= _CORRELATION_SIDE)
+    level = next(small_enough, len(fixed) - 1)
     peaks = _peaks(_phase_correlation(fixed[level], moving[level]))
     matrix = np.eye(3)
     if peaks:  # none for a flat image
         highest = peaks[0][1]
         candidates = [shift for shift, height in peaks if height >= _AMBIGUOUS_PEAK_RATIO * highest]
-        matrix[:2, 2] = min(candidates, key=lambda shift: float(np.hypot(*shift))) * 2.0**level
+        smallest = min(candidates, key=lambda shift: float(np.hypot(*shift)))
+        matrix[:2, 2] = smallest * 2.0**level
     return matrix
 
 
@@ -476,14 +482,17 @@ def _peaks(surface):
     rows, cols = np.nonzero((surface >= dilated) & (surface > 0))
     order = np.argsort(surface[rows, cols])[::-1][:_MAX_CANDIDATES]
     centre = np.array([surface.shape[1] // 2, surface.shape[0] // 2])
-    return [(np.array([col, row]) - centre, float(surface[row, col])) for row, col in zip(rows[order], cols[order])]
+    return [
+        (np.array([col, row]) - centre, float(surface[row, col]))
+        for row, col in zip(rows[order], cols[order])
+    ]
 
 
 # --- Gauss-Newton refinement --------------------------------------------------
 
 
 def _warp_into(image, matrix, shape, margin):
-    """``image`` sampled at ``matrix @ p`` for each pixel ``p`` of ``shape``, and where that is usable.
+    """``image`` sampled at ``matrix @ p`` for each pixel ``p`` of ``shape``, and where usable.
 
     Usable means farther than ``margin`` pixels inside ``image``'s border
     (where the band-pass saw mirrored content).
@@ -493,12 +502,13 @@ def _warp_into(image, matrix, shape, margin):
     warped = cv2.warpAffine(image, matrix[:2], size, flags=flags, borderMode=cv2.BORDER_REFLECT)
     interior = np.zeros(image.shape[:2], np.uint8)
     interior[margin : image.shape[0] - margin, margin : image.shape[1] - margin] = 1
-    valid = cv2.warpAffine(interior, matrix[:2], size, flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+    nearest = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+    valid = cv2.warpAffine(interior, matrix[:2], size, flags=nearest)
     return warped, valid.view(bool)
 
 
 def _interior(image, margin):
-    """The part of ``image`` farther than ``margin`` pixels from its border, and its offset matrix."""
+    """The part of ``image`` farther than ``margin`` px from its border, and its offset matrix."""
     offset = np.eye(3)
     offset[:2, 2] = margin
     return image[margin : image.shape[0] - margin, margin : image.shape[1] - margin], offset
@@ -509,20 +519,6 @@ def _level_margin(shape, level):
     margin = _MARGIN_SIGMAS * _coarse_sigma(shape)
     # +2: pyrDown's own 5-tap filter mirrors the border too.
     return int(math.ceil(margin / 2**level)) + 2
-
-
-def _overlap_ncc(fixed, moving, matrix, margin):
-    """Normalised correlation of ``fixed`` and ``moving`` warped by ``matrix``, on their overlap."""
-    template, offset = _interior(fixed, margin)
-    warped, valid = _warp_into(moving, matrix @ offset, template.shape, margin)
-    weights = valid.ravel().astype(np.float32)
-    count = float(weights.sum())
-    if count < 16:
-        return 0.0
-    a = _centred(template.ravel(), weights, count)
-    b = _centred(warped.ravel(), weights, count)
-    norm = math.sqrt(float(a @ a) * float(b @ b))
-    return float(a @ b) / norm if norm > 0 else 0.0
 
 
 def _centred(values, weights, count):
@@ -542,22 +538,21 @@ def _gauss_newton(fixed, moving, matrix, mode, margin):
     ``fixed`` once (Baker & Matthews 2004); pixels whose warped position
     falls outside ``moving`` are removed from the normal equations.
 
-    Returns the refined matrix, and the normalised correlation before and
-    after refinement; the iterate with the best correlation is kept, so
-    refinement never makes the match worse.
+    Returns the refined matrix and its normalised correlation; the iterate
+    with the best correlation is kept, so refinement never makes the match
+    worse than the starting point.
     """
     template, offset = _interior(fixed, margin)
     if min(template.shape) < 4:
-        return matrix, 0.0, 0.0
+        return matrix, 0.0
     centring = _centring(fixed.shape)
     to_centred = np.linalg.inv(centring)
     jacobian = _jacobian(fixed, margin, centring, mode)
     hessian_all = (jacobian @ jacobian.T).astype(np.float64)
     shape = template.shape
     template = template.ravel()
-    initial_ncc = best_ncc = -1.0
-    best = matrix
-    for iteration in range(_MAX_ITERATIONS):
+    best, best_ncc = matrix, -1.0
+    for _ in range(_MAX_ITERATIONS):
         warped, valid = _warp_into(moving, matrix @ offset, shape, margin)
         weights = valid.ravel().astype(np.float32)
         count = float(weights.sum())
@@ -568,8 +563,6 @@ def _gauss_newton(fixed, moving, matrix, mode, margin):
         correlation = float(current @ target)
         energy = float(current @ current)
         ncc = correlation / max(math.sqrt(energy * float(target @ target)), 1e-12)
-        if iteration == 0:
-            initial_ncc = ncc
         if ncc <= best_ncc:
             break  # diverging: keep the best iterate
         best, best_ncc = matrix, ncc
@@ -586,15 +579,16 @@ def _gauss_newton(fixed, moving, matrix, mode, margin):
             # The last update is too small to change the correlation measurably.
             best = matrix
             break
-    return best, initial_ncc, best_ncc
+    return best, best_ncc
 
 
 def _jacobian(image, margin, centring, mode):
     """``(P, N)`` float32 derivatives of ``image``'s interior under each warp parameter."""
-    gy, gx = (g[margin : image.shape[0] - margin, margin : image.shape[1] - margin] for g in np.gradient(image))
+    height, width = image.shape
+    gy, gx = (g[margin : height - margin, margin : width - margin] for g in np.gradient(image))
     radius = np.float32(centring[0, 0])
-    u = (np.arange(margin, image.shape[1] - margin, dtype=np.float32) - np.float32(centring[0, 2])) / radius
-    v = (np.arange(margin, image.shape[0] - margin, dtype=np.float32) - np.float32(centring[1, 2])) / radius
+    u = (np.arange(margin, width - margin, dtype=np.float32) - np.float32(centring[0, 2])) / radius
+    v = (np.arange(margin, height - margin, dtype=np.float32) - np.float32(centring[1, 2])) / radius
     return _steepest_descent(gx * radius, gy * radius, u[None, :], v[:, None], mode)
 
 
@@ -614,12 +608,14 @@ class _Pyramids:
         self._images = images
         self._keep = keep
         self._cache = OrderedDict()
+        self.shape = None  # of the first image fetched; all must have it
 
     def __getitem__(self, index):
         if index not in self._cache:
             image = np.asarray(self._images[index], dtype=np.float32)
-            if image.ndim != 2:
-                raise ValueError(f"registration images are 2-D, image {index} has shape {image.shape}")
+            self.shape = self.shape or image.shape
+            if image.ndim != 2 or image.shape != self.shape:
+                raise ValueError(f"registration image {index} is {image.shape}: all must be one 2-D shape")
             self._cache[index] = _pyramid(image)
             if len(self._cache) > self._keep:
                 self._cache.popitem(last=False)
@@ -674,10 +670,11 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
     if not 0 <= reference < n:
         raise ValueError(f"reference must be a frame index from 0 to {n - 1}, got {reference}")
     if mode == "none" or n == 1:
-        return AlignmentResult(np.tile(np.eye(3), (n, 1, 1)), reference, mode, np.ones(max(n - 1, 0)))
+        identity = np.tile(np.eye(3), (n, 1, 1))
+        return AlignmentResult(identity, reference, mode, np.ones(max(n - 1, 0)))
     pyramids = _Pyramids(images)
-    shape = pyramids[0][0].shape
     steps = [_register(pyramids[k], pyramids[k + 1], mode, None) for k in range(n - 1)]
+    shape = pyramids.shape
     matrices = [matrix for matrix, _ in steps]
     quality = np.array([q for _, q in steps])
     messages = []
@@ -696,9 +693,8 @@ def _trend(matrices, usable, index, count=1):
     The element-wise median of near-identity matrices is a robust typical
     step: steady breathing and drift give the same step again and again.
     """
-    near = [j for j in range(len(matrices)) if usable[j] and j != index and abs(j - index) <= _TREND_WINDOW]
-    if not near:
-        near = [j for j in range(len(matrices)) if usable[j] and j != index]
+    others = [j for j in range(len(matrices)) if usable[j] and j != index]
+    near = [j for j in others if abs(j - index) <= _TREND_WINDOW] or others
     step = np.median([matrices[j] for j in near], axis=0) if near else np.eye(3)
     return np.linalg.matrix_power(step, count)
 
@@ -714,7 +710,9 @@ def _recheck_steps(matrices, quality, pyramids, mode, messages):
     """
     shape = pyramids[0][0].shape
     usable = quality >= _MIN_QUALITY
-    deviation = np.array([_corner_distance(m, _trend(matrices, usable, k), shape) for k, m in enumerate(matrices)])
+    deviation = np.array(
+        [_corner_distance(m, _trend(matrices, usable, k), shape) for k, m in enumerate(matrices)]
+    )
     typical = np.median(deviation[usable]) if usable.any() else 0.0
     tolerance = max(_TREND_TOLERANCE_PX, _TREND_TOLERANCE_FACTOR * typical)
     suspect = ~usable | ((deviation > tolerance) & (usable.sum() >= 3))
@@ -723,11 +721,14 @@ def _recheck_steps(matrices, quality, pyramids, mode, messages):
         matrix, q = _register(pyramids[k], pyramids[k + 1], mode, trend)
         if usable[k] and _corner_distance(matrix, matrices[k], shape) <= _TREND_TOLERANCE_PX:
             continue  # confirmed from another starting point
-        problem = f"quality {quality[k]:.2f}" if not usable[k] else f"{deviation[k]:.1f} px off its neighbours' trend"
+        if usable[k]:
+            problem = f"{deviation[k]:.1f} px off its neighbours' trend"
+        else:
+            problem = f"quality {quality[k]:.2f}"
         consistent = _corner_distance(matrix, trend, shape) <= tolerance or not usable.any()
         if q >= _MIN_QUALITY and consistent:
             matrices[k], quality[k], usable[k] = matrix, q, True
-            messages.append(f"step {k}->{k + 1}: {problem}; re-estimated from the neighbours' trend")
+            messages.append(f"step {k}->{k + 1}: {problem}; re-estimated from the trend")
         else:
             usable[k] = False
             messages.append(f"step {k}->{k + 1}: {problem}; not used")
@@ -778,20 +779,22 @@ def _link(a, b, matrices, usable, pyramids, mode):
 
 
 def _fill_in(k, aligned, transforms, matrices, usable):
-    """Transform of unaligned frame ``k`` from the aligned frames around it, and how it was made."""
+    """Transform of unaligned frame ``k`` from the aligned frames around it, and how."""
     before = [a for a in aligned if a < k]
     after = [b for b in aligned if b > k]
     if before and after:
         a, b = before[-1], after[0]
         t = (k - a) / (b - a)
-        return (1 - t) * transforms[a] + t * transforms[b], f"interpolated between frames {a} and {b}"
+        blend = (1 - t) * transforms[a] + t * transforms[b]
+        return blend, f"interpolated between frames {a} and {b}"
     if before:
         a = before[-1]
         step = _trend(matrices, usable, k, k - a)
         return step @ transforms[a], f"extrapolated from frame {a} with the typical step"
     b = after[0]
     step = _trend(matrices, usable, k, b - k)
-    return np.linalg.inv(step) @ transforms[b], f"extrapolated from frame {b} with the typical step"
+    action = f"extrapolated from frame {b} with the typical step"
+    return np.linalg.inv(step) @ transforms[b], action
 
 
 # --------------------------------------------------------------------------
@@ -840,45 +843,65 @@ def estimate_gains(images, transforms, reference=None, *, full_shape=None):
     """
     n = len(images)
     reference = n // 2 if reference is None else int(reference)
-    shape = np.shape(images[reference])
-    transforms = np.asarray(transforms, dtype=np.float64)
-    if full_shape is not None:
-        transforms = rescale_transforms(transforms, full_shape, shape)
-    region = np.ones(shape[:2], dtype=bool)
+    small = [_exposure_image(images[k]) for k in range(n)]
+    shape = small[reference][1].shape
+    source_shape = np.shape(images[reference]) if full_shape is None else full_shape
+    transforms = rescale_transforms(transforms, source_shape, shape)
+    region = np.ones(shape, dtype=bool)
     for transform in transforms:
         region &= coverage_mask(transform, shape, shape)
-    reference_image = _in_reference(images[reference], np.eye(3), shape)
+    reference_values, reference_clipped = small[reference]
     gains, offsets = [], []
     for k in range(n):
-        image = _in_reference(images[k], transforms[k], shape)
+        values = warp_frame(small[k][0], transforms[k], shape).reshape(reference_values.shape)
+        clipped = warp_frame(small[k][1].view(np.uint8), transforms[k], shape) > 0
         # Clipped highlights would pull the means down: compare other pixels.
-        pixels = region & ~_saturated(reference_image) & ~_saturated(image)
-        gain, offset = _exposure_fit(_tile_means(reference_image, pixels), _tile_means(image, pixels))
+        pixels = region & ~reference_clipped & ~clipped
+        reference_means = _tile_means(reference_values, pixels)
+        gain, offset = _exposure_fit(reference_means, _tile_means(values, pixels))
         gains.append(gain)
         offsets.append(offset)
     gains, offsets = np.array(gains), np.array(offsets)
     gains[reference], offsets[reference] = 1.0, 0.0
     np.clip(gains, *_GAIN_RANGE, out=gains)
-    return (gains[:, 0], offsets[:, 0]) if len(shape) == 2 else (gains, offsets)
+    return (gains[:, 0], offsets[:, 0]) if np.ndim(images[reference]) == 2 else (gains, offsets)
 
 
-def _in_reference(image, transform, shape):
-    """``image`` in the reference geometry, ``(y, x, C)``, in its own dtype."""
-    return warp_frame(np.asarray(image), transform, shape).reshape(shape[:2] + (-1,))
+def shrink(image, max_side):
+    """``image`` reduced by a power of two (area average) so its long side is at most ``max_side``."""
+    factor = _reduction_factor(image.shape, max_side)
+    if factor == 1:
+        return image
+    size = (-(-image.shape[1] // factor), -(-image.shape[0] // factor))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[::-1] + image.shape[2:])
 
 
-def _saturated(image):
-    """Where any channel of an integer image is within 2 % of full scale."""
-    if image.dtype.kind not in "ui":
-        return np.zeros(image.shape[:2], dtype=bool)
-    return image.max(axis=2) >= 0.98 * np.iinfo(image.dtype).max
+def _exposure_image(image):
+    """``image`` shrunk to :data:`GAIN_MAX_SIDE`, float32 ``(y, x, C)``, and where it was clipped.
+
+    A pixel of the small image counts as clipped when any full-size pixel
+    it covers was within 2 % of an integer dtype's full scale.
+    """
+    image = np.asarray(image)
+    factor = _reduction_factor(image.shape, GAIN_MAX_SIDE)
+    size = (-(-image.shape[1] // factor), -(-image.shape[0] // factor))
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    values = cv2.resize(image.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    if image.dtype.kind in "ui":
+        limit = 0.98 * np.iinfo(image.dtype).max
+        clipped = cv2.inRange(image, (0,) * channels, (limit,) * channels) == 0
+    else:
+        clipped = np.zeros(image.shape[:2], dtype=bool)
+    clipped = cv2.resize(clipped.view(np.uint8), size, interpolation=cv2.INTER_AREA) > 0
+    return values.reshape(size[::-1] + (channels,)), clipped
 
 
 def _tile_means(image, pixels):
     """``(T, C)`` float64 means of ``image`` over ``pixels`` in each tile they fill."""
     weight = pixels.astype(np.float32)
     size = (_GAIN_TILES[1], _GAIN_TILES[0])
-    sums = cv2.resize(image.astype(np.float32) * weight[..., None], size, interpolation=cv2.INTER_AREA)
+    weighted = image.astype(np.float32) * weight[..., None]
+    sums = cv2.resize(weighted, size, interpolation=cv2.INTER_AREA)
     covered = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
     full = covered >= _GAIN_TILE_COVERAGE
     if not full.any():  # the frames share too little: use what there is
@@ -951,7 +974,8 @@ def warp_frame(frame, transform, out_shape, gain=None, offset=None, *, interpola
     if np.array_equal(transform, np.eye(3)) and frame.shape[:2] == (height, width):
         warped = frame
     else:
-        flags = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}[interpolation] | cv2.WARP_INVERSE_MAP
+        kernel = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}[interpolation]
+        flags = kernel | cv2.WARP_INVERSE_MAP
         warped = cv2.warpAffine(
             frame, transform[:2], (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE
         ).reshape((height, width) + frame.shape[2:])
@@ -963,8 +987,8 @@ def warp_frame(frame, transform, out_shape, gain=None, offset=None, *, interpola
 def _correct_exposure(image, gain, offset):
     """``(image - offset) / gain`` per channel, rounded and clipped to ``image``'s dtype."""
     channels = 1 if image.ndim == 2 else image.shape[2]
-    gain = np.broadcast_to(np.asarray(1.0 if gain is None else gain, dtype=np.float64), (channels,))
-    offset = np.broadcast_to(np.asarray(0.0 if offset is None else offset, dtype=np.float64), (channels,))
+    gain = np.broadcast_to(np.asarray(1.0 if gain is None else gain, float), (channels,))
+    offset = np.broadcast_to(np.asarray(0.0 if offset is None else offset, float), (channels,))
     # One affine colour transform: scales, shifts and saturates in one pass.
     matrix = np.zeros((channels, channels + 1))
     matrix[np.arange(channels), np.arange(channels)] = 1 / gain
@@ -994,15 +1018,74 @@ def coverage_mask(transform, frame_shape, out_shape):
     >>> coverage_mask(shift, (3, 4), (3, 4))[0].tolist()
     [True, True, True, False]
     """
-    inside = np.ones(frame_shape[:2], np.uint8)
+    transform = np.asarray(transform, dtype=np.float64)
+    height, width = frame_shape[:2]
+    x, y = (transform @ _corners(out_shape))[:2]
+    # The output's outline maps to a convex quadrilateral: if its corners
+    # are inside the frame, so is every pixel (a zoomed-in frame).
+    if x.min() >= -0.5 and x.max() < width - 0.5 and y.min() >= -0.5 and y.max() < height - 0.5:
+        return np.ones(out_shape[:2], dtype=bool)
     # Nearest-neighbour sampling rounds each output pixel's position in the
     # frame, so it lands on a real pixel exactly when it lies in its area.
     mask = cv2.warpAffine(
-        inside,
-        np.asarray(transform, dtype=np.float64)[:2],
+        np.ones(frame_shape[:2], np.uint8),
+        transform[:2],
         (out_shape[1], out_shape[0]),
         flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
         borderMode=cv2.BORDER_CONSTANT,
         borderValue=0,
     )
     return mask.view(bool)
+
+
+# --------------------------------------------------------------------------
+# A stack seen through its alignment
+# --------------------------------------------------------------------------
+
+
+class AlignedFrames:
+    """Frames resampled into the reference frame's geometry, exposure corrected.
+
+    A frame sequence like the one it wraps (``len``, indexing, ``dtype``,
+    ``shape``); frames are warped when read, so the pipeline's read-ahead
+    thread does the warping while the previous frame is measured.
+    ``warp_seconds`` adds up the time spent warping.
+    """
+
+    def __init__(self, frames, transforms, gains, offsets):
+        self.frames = frames
+        self.transforms, self.gains, self.offsets = transforms, gains, offsets
+        self.dtype, self.shape = frames.dtype, tuple(frames.shape)
+        self.warp_seconds = 0.0
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, k):
+        frame = self.frames[k]
+        started = time.perf_counter()
+        # bicubic: bilinear resampling costs ~1.8 dB of fused PSNR on a moving
+        # simulated stack, bicubic under 0.1 dB (tests/engine/test_pipeline.py)
+        frame = warp_frame(
+            frame, self.transforms[k], self.shape[1:], self.gains[k], self.offsets[k], interpolation="cubic"
+        )
+        self.warp_seconds += time.perf_counter() - started
+        return frame
+
+    def reduced(self, k, max_side):
+        """Frame ``k`` as read, shrunk (alignment is estimated before any warping)."""
+        return self.frames.reduced(k, max_side)
+
+    def coverage(self, k):
+        """Where frame ``k`` has real pixels: a bool ``(Y, X)`` mask, or None for everywhere."""
+        mask = coverage_mask(self.transforms[k], self.shape[1:3], self.shape[1:3])
+        return None if mask.all() else mask
+
+    def partial_coverage(self):
+        """Pixels that some frame does not cover (bool ``(Y, X)``), or None when all frames cover all."""
+        partial = None
+        for k in range(len(self)):
+            mask = self.coverage(k)
+            if mask is not None:
+                partial = ~mask if partial is None else partial | ~mask
+        return partial

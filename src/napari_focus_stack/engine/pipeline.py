@@ -17,6 +17,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .align import (
+    GAIN_MAX_SIDE,
+    REGISTRATION_MAX_SIDE,
+    AlignedFrames,
+    estimate_gains,
+    estimate_transforms,
+    registration_image,
+    shrink,
+)
 from .depth import SliceSelector
 from .focus import FocusMeasure
 from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
@@ -118,6 +127,9 @@ def stack_tile(frames, params, be, levels, cancel, timings):
         gray = be.luminance(frame)
         gray *= to_unit
         score = measure(gray)
+        uncovered = _uncovered(frames, k, params.scale_factor, be)
+        if uncovered is not None:  # aligned frames: only real pixels compete
+            be.xp.copyto(score, be.xp.float32(0), where=uncovered)
         t1 = time.perf_counter()
         took_best, took_above = selector.update(score)
         t2 = time.perf_counter()
@@ -153,6 +165,18 @@ def stack_tile(frames, params, be, levels, cancel, timings):
     return outputs
 
 
+def _uncovered(frames, k, scale_factor, be):
+    """Where frame ``k`` of ``frames`` has no real pixels (on the device, scaled), or None."""
+    coverage = getattr(frames, "coverage", None)
+    mask = None if coverage is None else coverage(k)
+    if mask is None:
+        return None
+    uncovered = be.asarray(~mask)
+    if scale_factor > 1:
+        uncovered = be.xp.repeat(be.xp.repeat(uncovered, scale_factor, axis=0), scale_factor, axis=1)
+    return uncovered
+
+
 class CroppedFrames:
     """The frames of a sequence restricted to a ``(rows, cols)`` region."""
 
@@ -167,6 +191,11 @@ class CroppedFrames:
 
     def __getitem__(self, i):
         return np.ascontiguousarray(self.frames[i][self.region])
+
+    def coverage(self, k):
+        coverage = getattr(self.frames, "coverage", None)
+        mask = None if coverage is None else coverage(k)
+        return None if mask is None else mask[self.region]
 
 
 class _AnyOf:
@@ -284,12 +313,16 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
     """
     backends = list(be) if isinstance(be, (list, tuple)) else [be]
     n = len(frames)
+    timings, started = {}, time.perf_counter()
+    alignment = None
+    if params.align != "none" and min(frames.shape[1:3]) >= MIN_ALIGN_SIDE:
+        alignment, frames = yield from align_frames(frames, params, cancel)
+        timings["align"] = time.perf_counter() - started
     channels = frames.shape[3] if len(frames.shape) == 4 else 1
     s = params.scale_factor
     levels = pyramid_levels((frames.shape[1] * s, frames.shape[2] * s))
     budget = max_memory or backends[0].default_budget()
     out_of_memory = tuple({error for b in backends for error in b.out_of_memory})
-    timings, started = {}, time.perf_counter()
     while True:
         tiles = plan_tiles(frames.shape[1:3], params, budget, channels, frames.dtype.itemsize)
         try:
@@ -304,6 +337,15 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
                 b.release_memory()
             # half of what the largest tile needed, so the next plan has smaller tiles
             budget = tile_bytes(tiles, params, channels, frames.dtype.itemsize) // 2
+    metadata = {**(metadata or {}), "n_frames": n, "tiles": len(tiles)}
+    transforms = partial = None
+    if alignment is not None:
+        timings["warp"] = frames.warp_seconds  # on the read-ahead thread, overlapping the rest
+        metadata["alignment"] = alignment_summary(alignment, frames)
+        transforms = np.array(frames.transforms)
+        partial = frames.partial_coverage()
+        if partial is not None and s > 1:
+            partial = np.repeat(np.repeat(partial, s, axis=0), s, axis=1)
     timings["total"] = time.perf_counter() - started
     return StackResult(
         fused=fused,
@@ -311,13 +353,99 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
         confidence=confidence,
         params=params,
         device=",".join(b.name for b in backends),
-        metadata={**(metadata or {}), "n_frames": n, "tiles": len(tiles)},
+        metadata=metadata,
+        transforms=transforms,
+        partial_coverage=partial,
         timings=timings,
     )
 
 
+def align_frames(frames, params, cancel):
+    """Estimate the stack's alignment on reduced frames; yields Progress.
+
+    Returns the :class:`AlignmentResult` and the frames seen through it
+    (:class:`AlignedFrames`, warped as they are read).
+    """
+    n = len(frames)
+    if params.reference is not None and params.reference >= n:
+        raise ValueError(f"reference frame {params.reference} is not one of the {n} frames (0 to {n - 1})")
+    # Kept per frame: its registration image (long side <= 1024 px) and a
+    # small copy for exposure (<= 256 px); not the frame itself.
+    images, small = [], []
+    for k in range(n):
+        _check_cancel(cancel)
+        reduced = frames.reduced(k, REGISTRATION_MAX_SIDE)
+        images.append(registration_image(reduced))
+        small.append(shrink(reduced, GAIN_MAX_SIDE))
+        yield Progress("aligning", k + 1, n)
+    _check_cancel(cancel)
+    full_shape = tuple(frames.shape[1:3])
+    alignment = estimate_transforms(images, params.align, params.reference, full_shape=full_shape)
+    del images
+    gains, offsets = estimate_gains(small, alignment.transforms, alignment.reference, full_shape=full_shape)
+    return alignment, AlignedFrames(frames, *negligible_as_none(alignment, gains, offsets, full_shape))
+
+
+#: Below this (largest corner displacement over the stack, in px) frames are
+#: used as they are: resampling would blur them more than the motion does,
+#: and defocus itself shifts features by up to about a pixel, which
+#: registration then reports as motion (docs/ALGORITHMS.md).
+MIN_MOTION_PX = 1.5
+#: Images with a shorter side than this are not aligned: too little content
+#: for a trustworthy estimate (tens of pixels of error were seen below it).
+MIN_ALIGN_SIDE = 128
+#: Exposure changes below this (relative) are left uncorrected.
+MIN_GAIN_CHANGE = 0.005
+
+
+def negligible_as_none(alignment, gains, offsets, shape):
+    """Transforms, gains and offsets to apply, with negligible corrections dropped."""
+    transforms = alignment.transforms
+    if max_corner_motion(transforms, shape) < MIN_MOTION_PX:
+        transforms = np.broadcast_to(np.eye(3), transforms.shape)
+        alignment.messages.append(f"motion below {MIN_MOTION_PX:g} px: frames used as they are")
+    gains, offsets = np.asarray(gains, float), np.asarray(offsets, float)
+    if np.abs(gains - 1).max() < MIN_GAIN_CHANGE and np.abs(offsets).max() < 0.5:
+        gains = offsets = [None] * len(transforms)
+    return transforms, gains, offsets
+
+
+def max_corner_motion(transforms, shape):
+    """Largest distance (px) any transform moves an image corner."""
+    height, width = shape
+    corners = np.array([[0, width - 1, 0, width - 1], [0, 0, height - 1, height - 1], [1, 1, 1, 1]], float)
+    moved = transforms @ corners - corners  # (Z, 3, 4)
+    return float(np.max(np.hypot(moved[:, 0], moved[:, 1])))
+
+
+def alignment_summary(alignment, aligned):
+    """What alignment found, JSON-friendly, for metadata and saved files."""
+    return {
+        "mode": alignment.mode,
+        "reference": alignment.reference,
+        "failed": list(alignment.failed),
+        "messages": list(alignment.messages),
+        "gains": None if aligned.gains[0] is None else np.asarray(aligned.gains, float).tolist(),
+        "offsets": None if aligned.offsets[0] is None else np.asarray(aligned.offsets, float).tolist(),
+    }
+
+
+def aligned_like(frames, result):
+    """``frames`` seen through the alignment that produced ``result`` (as they are without one)."""
+    info = (result.metadata.get("alignment") if result is not None else None) or {}
+    if result is None or result.transforms is None:
+        return frames
+    n = len(frames)
+    gains = info.get("gains") or [None] * n
+    offsets = info.get("offsets") or [None] * n
+    return AlignedFrames(frames, np.asarray(result.transforms), gains, offsets)
+
+
 def run_refuse(frames, depth, scale_factor, be, *, cancel=None):
-    """Re-fuse ``frames`` along an edited ``depth`` map; yields Progress, returns the image."""
+    """Re-fuse ``frames`` along an edited ``depth`` map; yields Progress, returns the image.
+
+    Pass frames through :func:`aligned_like` to re-fuse an aligned result.
+    """
     n = len(frames)
     stop = cancel.is_set if cancel is not None else (lambda: False)
     prepared = (prepare_frame(raw, scale_factor, be) for raw in prefetched(frames, stop))

@@ -6,7 +6,8 @@ from typing import Any, Optional
 import numpy as np
 
 METHODS = ("weighted", "depthmap", "pyramid")
-ALIGN_MODES = ("none",)
+#: Motion models for alignment (engine/align.py), "none" to skip it.
+ALIGN_MODES = ("similarity", "affine", "translation", "none")
 DEVICES = ("auto", "cpu", "gpu")
 
 #: Documented parameter ranges (inclusive); the CLI and the widget use them too.
@@ -17,7 +18,7 @@ DEFAULTS = {
     "smoothing": 4,
     "scale_factor": 1,
     "method": "weighted",
-    "align": "none",
+    "align": "similarity",
     "device": "auto",
 }
 
@@ -36,6 +37,7 @@ class StackParams:
     method: str = DEFAULTS["method"]
     align: str = DEFAULTS["align"]
     device: str = DEFAULTS["device"]
+    reference: Optional[int] = None
 
     def __post_init__(self):
         for name, (lo, hi) in RANGES.items():
@@ -59,6 +61,9 @@ class StackParams:
             raise ValueError(
                 f"align must be one of {', '.join(ALIGN_MODES)}, got {self.align!r}"
             )
+        ref = self.reference
+        if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, np.integer)) or ref < 0):
+            raise ValueError(f"reference must be a frame index (0, 1, ...) or None, got {ref!r}")
         device = str(self.device)
         if not (device in DEVICES or device.startswith("gpu:")):
             raise ValueError(
@@ -98,7 +103,12 @@ class StackResult:
     metadata : dict
         What the source said (``z_step_um``, ``pixel_size_um``, ``names``...).
     transforms : ndarray or None
-        ``(Z, 3, 3)`` per-frame transforms applied by alignment, if any.
+        ``(Z, 3, 3)`` per-frame transforms found by alignment (``transforms[k]``
+        maps reference-frame pixel coordinates ``(x, y, 1)`` to frame ``k``'s;
+        in input pixels), None without alignment.
+    partial_coverage : ndarray of bool or None
+        Output pixels that not every aligned frame covers (they were fused
+        from the frames that do); None when every frame covers everything.
     timings : dict
         Seconds spent per stage.
     """
@@ -110,6 +120,7 @@ class StackResult:
     device: str = "cpu"
     metadata: dict = field(default_factory=dict)
     transforms: Optional[np.ndarray] = None
+    partial_coverage: Optional[np.ndarray] = None
     timings: dict = field(default_factory=dict)
 
     @property
@@ -121,7 +132,9 @@ class StackResult:
     def provenance(self) -> dict[str, Any]:
         """Parameters and source facts, as stored in saved files' metadata."""
         info = {"software": "napari-focus-stack", **self.params.as_dict(), "device": self.device}
-        for key in ("z_step_um", "pixel_size_um", "n_frames"):
+        for key in ("z_step_um", "pixel_size_um", "n_frames", "alignment"):
             if self.metadata.get(key) is not None:
                 info[key] = self.metadata[key]
+        if self.transforms is not None:
+            info["transforms"] = self.transforms.tolist()
         return info

@@ -90,6 +90,9 @@ def plan_tiles(in_shape, params, budget_bytes, channels, itemsize):
     """Tiles covering an input of ``in_shape`` (Y, X) within ``budget_bytes``.
 
     Returns a single tile covering everything when the whole image fits.
+    Every tile reads whole frames and crops them (a JPEG cannot be decoded in
+    parts): three whole frames (decoded, warped, read ahead) are set aside
+    from the budget before tiles are sized.
     Raises MemoryBudgetError when even the smallest useful tile does not fit.
     """
     s = params.scale_factor
@@ -97,14 +100,16 @@ def plan_tiles(in_shape, params, budget_bytes, channels, itemsize):
     per_pixel = working_bytes_per_pixel(channels, itemsize, params)
     if height * width * s * s * per_pixel <= budget_bytes:
         return [Tile((slice(0, height), slice(0, width)), (slice(None), slice(None)), (slice(None), slice(None)))]
+    whole_frames = 3 * height * width * channels * itemsize
+    tile_budget = budget_bytes - whole_frames
 
     # Tile origins on a grid fine enough for the pyramid's sub-sampling.
     align = 2 ** pyramid_levels((height * s, width * s)) if params.method == "pyramid" else 1
     halo = math.ceil((math.ceil(reach(params, (height * s, width * s)) / s) + 1) / align) * align
-    side = math.isqrt(int(budget_bytes / per_pixel)) // s  # input pixels per tile side, halo included
+    side = math.isqrt(max(0, int(tile_budget / per_pixel))) // s  # input pixels per tile side, halo included
     core = (side - 2 * halo) // align * align
     if core < max(align, 16):
-        need = (2 * halo + max(align, 16)) ** 2 * s * s * per_pixel
+        need = (2 * halo + max(align, 16)) ** 2 * s * s * per_pixel + whole_frames
         raise MemoryBudgetError(
             f"a memory budget of {format_bytes(budget_bytes)} is too small for these parameters; "
             f"at least {format_bytes(need)} is needed"
