@@ -130,7 +130,9 @@ def fuse_from_depth(source, depth, *, result=None, scale_factor=None, device="au
     if scale_factor is None:
         scale_factor = result.params.scale_factor if result is not None else 1
     params = StackParams(scale_factor=scale_factor, device=device)
-    frames = aligned_like(open_stack(source), result)
+    frames = open_stack(source)
+    if result is not None:
+        frames = aligned_like(frames, result.transforms, result.metadata.get("alignment"))
     expected = tuple(s * params.scale_factor for s in frames.shape[1:3])
     if tuple(getattr(depth, "shape", ())) != expected:
         raise ValueError(

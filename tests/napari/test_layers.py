@@ -12,11 +12,12 @@ from napari_focus_stack._napari import layers
 from napari_focus_stack._napari.stacking import (
     StackLayout,
     edited_depth,
+    expected_steps,
     iter_refuse,
     iter_stack_layer,
     planes_with_edits,
 )
-from napari_focus_stack.engine.result import StackCancelled, StackParams
+from napari_focus_stack.engine.result import DEFAULTS, StackCancelled, StackParams
 
 
 def drain(steps):
@@ -147,7 +148,7 @@ def test_result_layers(sim):
     assert fused_kw["units"] == ("µm", "µm") and fused_kw["axis_labels"] == ("y", "x")
     assert conf_kw["visible"] is False and conf.dtype == np.float32
     assert fused_kw["metadata"][layers.RUN_KEY] is run
-    assert fused_kw["metadata"]["focus_stack"]["method"] == "depthmap"
+    assert fused_kw["metadata"]["focus_stack"]["method"] == DEFAULTS["method"]
 
 
 def test_gray_fused_layer_keeps_the_input_look(sim):
@@ -230,3 +231,42 @@ def test_surface_texture_of_a_large_image_is_subsampled():
     image = np.zeros((5000, 3000, 3), np.uint8)
     small = layers.subsampled(image, layers.TEXTURE_MAX_SIDE)
     assert small.shape == (1667, 1000, 3)
+
+
+@pytest.fixture(scope="module")
+def moving():
+    return simulate_stack((160, 192), 7, rgb=True, breathing=0.06, drift=5, seed=8)
+
+
+def test_moving_stack_is_aligned_counted_and_retouched_through_its_alignment(moving):
+    layout = StackLayout(moving.frames.shape, 0, True)
+    params = StackParams(method="depthmap")
+    steps = iter_stack_layer(moving.frames, layout, params, source_name="m")
+    count, run = drain(steps)
+    assert count == expected_steps(layout, params, moving.frames.shape[1:3]) == 14  # aligning + stacking
+    transforms, alignment = run.alignments[0]
+    assert transforms is not None and alignment["mode"] == "similarity"
+    assert run.alignment_problems() == []
+    edits = layers.edits_layer(run)[0]
+    edits[40:80, 60:120] = 1  # take the region from the first frame
+    _, fused = drain(iter_refuse(run, edits))
+    painted = edits > 0
+    np.testing.assert_array_equal(fused[~painted], run.fused[~painted])
+    result = focus_stack(moving.frames, method="depthmap")
+    expected = fuse_from_depth(moving.frames, edited_depth(run.depth, edits), result=result)
+    np.testing.assert_array_equal(fused[painted], expected[painted])
+
+
+def test_aligned_layer_shows_the_frames_as_fused(moving):
+    layout = StackLayout(moving.frames.shape, 0, True)
+    steps = iter_stack_layer(moving.frames, layout, StackParams(), source_name="m", input_view={"scale": (1, 1, 1)})
+    _, run = drain(steps)
+    data, kwargs, kind = layers.aligned_layer(run)
+    assert kind == "image" and kwargs["name"] == "m aligned" and kwargs["rgb"]
+    assert data.shape == moving.frames.shape and data.dtype == np.uint8
+    np.testing.assert_array_equal(data[3], moving.frames[3])  # the reference frame is not moved
+    # frames line up: the first frame, aligned, is closer to the reference than as shot
+    inner = (slice(20, -20), slice(20, -20))
+    diff_aligned = np.abs(data[2][inner].astype(int) - data[3][inner]).mean()
+    diff_raw = np.abs(moving.frames[2][inner].astype(int) - moving.frames[3][inner]).mean()
+    assert diff_aligned < 0.8 * diff_raw

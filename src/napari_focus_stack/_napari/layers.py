@@ -151,6 +151,22 @@ def result_layers(run) -> list:
     return [depth_layer(run), confidence_layer(run), fused_layer(run)]
 
 
+def aligned_layer(run) -> tuple:
+    """The input frames as they were fused (aligned to the reference frame), placed like the input."""
+    aligned = np.empty(run.layout.shape, dtype=np.asarray(run.fused).dtype)
+    for plane in run.layout.planes():
+        frames = run.aligned_frames(plane)
+        target = run.layout.stack(aligned, plane)
+        for k in range(len(frames)):
+            target[k] = frames[k]
+    kwargs = {"name": layer_name(run.source_name, "aligned"), "rgb": run.layout.rgb}
+    for key in ("scale", "translate", "units", "axis_labels", "colormap", "contrast_limits"):
+        if run.input_view.get(key) is not None:
+            kwargs[key] = run.input_view[key]
+    kwargs["metadata"] = _metadata(run, "aligned")
+    return aligned, kwargs, "image"
+
+
 def edits_layer(run) -> tuple:
     """Empty Labels layer for depth corrections, on the depth map's pixel grid.
 

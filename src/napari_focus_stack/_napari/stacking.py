@@ -20,7 +20,7 @@ import numpy as np
 
 from ..api import iter_focus_stack
 from ..engine.backend import get_backend
-from ..engine.pipeline import run_refuse
+from ..engine.pipeline import MIN_ALIGN_SIDE, aligned_like, run_refuse
 from ..engine.result import StackParams
 from ..io import open_stack
 
@@ -129,6 +129,10 @@ class StackRun:
     input_view : dict
         The input layer's ``scale``, ``translate``, ``units``, ``axis_labels``,
         ``colormap`` and ``contrast_limits``, so results overlay it.
+    alignments : list
+        Per stack (in :meth:`StackLayout.planes` order), the ``(transforms,
+        alignment)`` it was fused with: :attr:`StackResult.transforms` and
+        ``metadata["alignment"]`` (None, None without alignment).
     """
 
     source_name: str
@@ -141,6 +145,23 @@ class StackRun:
     device: str = "cpu"
     z_step_um: Optional[float] = None
     input_view: dict = field(default_factory=dict)
+    alignments: list = field(default_factory=list)
+
+    def alignment_problems(self) -> list:
+        """One line per frame that could not be aligned, for the user."""
+        return [
+            message
+            for _, alignment in self.alignments
+            if alignment
+            for message in alignment["messages"]
+            if alignment["failed"] and "frames used as they are" not in message
+        ]
+
+    def aligned_frames(self, plane):
+        """The frames of ``plane`` as they were fused: aligned when they were."""
+        frames = open_stack(self.layout.stack(self.frames, plane))
+        index = self.layout.planes().index(plane)
+        return aligned_like(frames, *self.alignments[index]) if self.alignments else frames
 
     def provenance(self) -> dict:
         """Plain facts about the run (JSON-friendly), for layer metadata."""
@@ -186,7 +207,14 @@ def iter_stack_layer(
         device=results[0].device,
         z_step_um=z_step_um,
         input_view=dict(input_view or {}),
+        alignments=[(r.transforms, r.metadata.get("alignment")) for r in results],
     )
+
+
+def expected_steps(layout, params, image_shape) -> int:
+    """How many progress events a run of :func:`iter_stack_layer` yields."""
+    aligning = params.align != "none" and min(image_shape[:2]) >= MIN_ALIGN_SIDE
+    return len(layout.planes()) * layout.n_frames * (2 if aligning else 1)
 
 
 def edited_depth(depth, edits):
@@ -224,7 +252,7 @@ def iter_refuse(run, edits, *, cancel=None):
     for plane in planes_with_edits(run, edits):
         at = run.layout.output_index(plane)
         depth = edited_depth(run.depth[at], edits[at])
-        frames = open_stack(run.layout.stack(run.frames, plane))
+        frames = run.aligned_frames(plane)
         refused = yield from run_refuse(frames, depth, run.params.scale_factor, be, cancel=cancel)
         painted = edits[at] != KEEP_DEPTH
         fused[at][painted] = refused[painted]

@@ -8,7 +8,7 @@ Layer building lives in :mod:`.layers` and viewer changes in :mod:`.actions`.
 from contextlib import suppress
 
 import napari
-from magicgui.widgets import ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, SpinBox
 from napari.layers import Image
 from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
@@ -16,7 +16,7 @@ from napari.utils.notifications import show_error, show_warning
 from ..engine.backend import gpu_status
 from ..engine.result import ALIGN_MODES, DEFAULTS, METHODS, RANGES, StackParams
 from . import actions
-from .stacking import StackLayout, iter_stack_layer
+from .stacking import StackLayout, expected_steps, iter_stack_layer
 from .tasks import FrameTask
 
 TOOLTIPS = {
@@ -26,10 +26,13 @@ TOOLTIPS = {
     "on their best frame.",
     "scale_factor": "Compute at this many times the input resolution; results cover the "
     "same field of view with smaller pixels.",
-    "method": "depthmap: each pixel from the frames at its depth (can be retouched). "
-    "pyramid: sharpest detail per scale; often crisper, can show halos.",
-    "align": "How frames are registered to each other before fusing; 'none' takes "
-    "them as they are.",
+    "method": "weighted: frames averaged by sharpness (cleanest on noisy, smooth areas). "
+    "depthmap: each pixel from the frames at its depth (crispest on steep fine detail; "
+    "what retouching follows). pyramid: sharpest detail per scale; can show halos.",
+    "align": "How frames are registered to the middle frame before fusing: shift, rotation "
+    "and scale (focus breathing); a full affine map; shift only; or 'none' to take them "
+    "as they are. Motion under 1.5 px is left alone.",
+    "show_aligned": "Also add the aligned frames as a layer, to check the alignment.",
     "z_step": "Distance between frames in µm; the depth map is in µm when set, in "
     "frames (slices) when 0.",
     "z_axis": "The axis along which focus changes; other axes (time, channel) are "
@@ -123,6 +126,7 @@ class FocusStackWidget(Container):
             tooltip=TOOLTIPS["align"],
         )
         self.device = ComboBox(label="Device", choices=DEVICES, value=DEFAULTS["device"])
+        self.show_aligned = CheckBox(text="Show aligned frames", value=False, tooltip=TOOLTIPS["show_aligned"])
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.surface_button = PushButton(text="3D surface", tooltip=TOOLTIPS["surface"])
@@ -133,7 +137,7 @@ class FocusStackWidget(Container):
         self.extend(
             [
                 self.stack, self.z_axis, self.z_step, self.radius, self.smoothing,
-                self.scale_factor, self.method, self.align, self.device,
+                self.scale_factor, self.method, self.align, self.show_aligned, self.device,
                 _row(self.run_button, self.cancel_button),
                 _row(self.surface_button, self.edit_button, self.refuse_button),
                 self.status,
@@ -238,7 +242,7 @@ class FocusStackWidget(Container):
             source_name=layer.name,
             z_step_um=self.z_step.value or None,
             input_view=_input_view(layer),
-            total=len(layout.planes()) * layout.n_frames,
+            total=expected_steps(layout, params, data.shape[-3 if layer.rgb else -2 :]),
             description=f"Focus stacking {layer.name}",
         )
         self._set_busy(True)
@@ -260,6 +264,11 @@ class FocusStackWidget(Container):
         """Add the result layers of a finished run."""
         actions.show_results(self.viewer, run)
         self.status.value = f"{run.source_name}: {run.layout.n_frames} frames fused on {run.device}."
+        problems = run.alignment_problems()
+        if problems:
+            show_warning("Alignment: " + "; ".join(problems))
+        if self.show_aligned.value:
+            actions.show_aligned_stack(self.viewer, run)
 
     def _show_cancelled(self):
         self.status.value = "Cancelled: no layers changed."

@@ -430,15 +430,19 @@ def alignment_summary(alignment, aligned):
     }
 
 
-def aligned_like(frames, result):
-    """``frames`` seen through the alignment that produced ``result`` (as they are without one)."""
-    info = (result.metadata.get("alignment") if result is not None else None) or {}
-    if result is None or result.transforms is None:
+def aligned_like(frames, transforms, alignment=None):
+    """``frames`` seen through a run's ``transforms`` and exposure corrections.
+
+    ``transforms`` and ``alignment`` are a :class:`StackResult`'s
+    ``transforms`` and ``metadata["alignment"]``; without transforms the
+    frames are returned as they are.
+    """
+    if transforms is None:
         return frames
     n = len(frames)
-    gains = info.get("gains") or [None] * n
-    offsets = info.get("offsets") or [None] * n
-    return AlignedFrames(frames, np.asarray(result.transforms), gains, offsets)
+    gains = (alignment or {}).get("gains") or [None] * n
+    offsets = (alignment or {}).get("offsets") or [None] * n
+    return AlignedFrames(frames, np.asarray(transforms), gains, offsets)
 
 
 def run_refuse(frames, depth, scale_factor, be, *, cancel=None):
