@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 
 from napari_focus_stack import focus_stack, simulate_stack
+from napari_focus_stack.engine.result import METHODS
 
 OUT = Path(__file__).resolve().parent / "images"
 PANEL = 256
@@ -80,7 +81,7 @@ def main():
         [labelled(steps.texture[crop], "truth")]
         + [
             labelled(focus_stack(steps.frames, method=m).fused[crop], m)
-            for m in ("depthmap", "pyramid")
+            for m in METHODS
         ],
     )
 
