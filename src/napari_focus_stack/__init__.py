@@ -26,6 +26,7 @@ _EXPORTS = {
     "split_into_stacks": "io",
     "StackReadError": "io",
     "simulate_stack": "synthetic",
+    "stack_many": "distributed",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -1,14 +1,17 @@
-"""Command line: ``napari-focus-stack FRAMES... -o FUSED [--depth D] [--confidence C]``.
+"""Command line: ``napari-focus-stack FRAMES... -o FUSED [--depth D] [--confidence C]``
+for one stack, ``napari-focus-stack batch ROOT -o OUTDIR [...]`` for many.
 
-Imports nothing of napari or Qt: start-up time counts in every run.
+Imports nothing of napari, Qt or Dask at start-up: start-up time counts in every run.
 """
 
 import argparse
 import re
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 
-from .engine.result import DEFAULTS, DEVICES, METHODS, RANGES
+from .engine.result import ALIGN_MODES, DEFAULTS, DEVICES, METHODS, RANGES
 
 PROG = "napari-focus-stack"
 
@@ -21,18 +24,28 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Fuse a focal stack (z-stack) into one all-in-focus image, "
-        "with optional depth and confidence maps.",
+        "with optional depth and confidence maps. For many stacks: napari-focus-stack batch --help.",
         epilog="Example: napari-focus-stack frames/ -o fused.tif --depth depth.tif",
     )
     p.add_argument(
         "inputs",
         nargs="+",
         metavar="INPUT",
-        help="a folder of frames, a multi-page TIFF, a glob pattern, or several image files",
+        help="a folder of frames, a multi-page TIFF, a glob pattern, or several image files "
+        "(a folder named 'batch' as ./batch)",
     )
     p.add_argument("-o", "--output", required=True, metavar="FUSED", help="fused image (.tif, .png, .jpg)")
     p.add_argument("--depth", metavar="DEPTH.tif", help="also write the depth map (float32 TIFF, slices)")
     p.add_argument("--confidence", metavar="CONF.tif", help="also write the confidence map (float32 TIFF, 0-1)")
+    p.add_argument(
+        "--reference", type=int, metavar="K", help="align to frame K (0 = first) instead of the middle frame"
+    )
+    add_engine_options(p)
+    return p
+
+
+def add_engine_options(p):
+    """The focus-stacking options both forms share: radius ... max-memory, and --quiet."""
 
     def ranged(name):
         lo, hi = RANGES[name]
@@ -49,7 +62,12 @@ def build_parser():
         p.add_argument(flag, **kwargs)
     p.add_argument("--method", choices=METHODS, default=DEFAULTS["method"], help="fusion method (default %(default)s)")
     p.add_argument(
-        "--device", default=DEFAULTS["device"], metavar="{" + ",".join(DEVICES) + ",gpu:N}",
+        "--align", choices=ALIGN_MODES, default=DEFAULTS["align"],
+        help="register the frames to the middle one first: shift+rotation+scale (focus breathing), "
+        "affine, shift only, or none (default %(default)s)",
+    )
+    p.add_argument(
+        "--device", default=DEFAULTS["device"], metavar="{" + ",".join(DEVICES) + ",gpu:N,gpu:all}",
         help="where to compute (default %(default)s)",
     )
     p.add_argument(
@@ -58,7 +76,6 @@ def build_parser():
         "larger images are processed in tiles, with the same result",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    return p
 
 
 _SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
@@ -99,14 +116,38 @@ def check_not_inputs(outputs, frames):
             raise UsageError(f"refusing to overwrite input file {path} with the {role}")
 
 
+def progress_bar():
+    """A callback for Progress events: one bar per stage ("aligning", "stacking")."""
+    from tqdm import tqdm
+
+    bars = {}
+
+    def update(event):
+        bar = bars.get(event.stage)
+        if bar is None:
+            for other in bars.values():
+                other.close()
+            bar = bars[event.stage] = tqdm(
+                total=event.total, unit="frame", desc=event.stage.capitalize(), file=sys.stderr, leave=False
+            )
+        bar.total = event.total
+        bar.update(event.done - bar.n)
+        if event.done == event.total:
+            bar.close()
+
+    return update
+
+
 def run(args):
     from .engine.backend import get_backends
-    from .engine.pipeline import run_pipeline
+    from .engine.pipeline import drain, run_pipeline
     from .engine.result import StackParams
     from .io import SAVE_EXTENSIONS, open_stack, save_image
 
     try:
-        params = StackParams(args.radius, args.smoothing, args.scale_factor, args.method, "none", args.device)
+        params = StackParams(
+            args.radius, args.smoothing, args.scale_factor, args.method, args.align, args.device, args.reference
+        )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     outputs = output_paths(args)
@@ -123,23 +164,13 @@ def run(args):
     backends = get_backends(params.device)
 
     steps = run_pipeline(frames, params, backends, metadata=frames.metadata, max_memory=args.max_memory)
-    bar = None
-    if not args.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(frames), unit="frame", desc="Stacking", file=sys.stderr, leave=False)
     try:
-        while True:
-            try:
-                next(steps)
-            except StopIteration as done:
-                result = done.value
-                break
-            if bar is not None:
-                bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+        result = drain(steps, None if args.quiet else progress_bar())
+    except ValueError as exc:  # a reference frame beyond the stack
+        raise UsageError(str(exc)) from exc
+    for message in (result.metadata.get("alignment") or {}).get("messages", []):
+        if not args.quiet or result.metadata["alignment"]["failed"]:
+            print(f"{PROG}: alignment: {message}", file=sys.stderr)
 
     info = result.provenance()
     save_image(result.fused, outputs[0][1], metadata=info)
@@ -152,14 +183,234 @@ def run(args):
     return 0
 
 
+BATCH_EXAMPLES = r"""examples:
+  napari-focus-stack batch scans/ -o fused/                       one stack per sub-folder
+  napari-focus-stack batch frames/ -o fused/ --stack-size 10      every 10 frames of a flat folder
+  napari-focus-stack batch frames/ -o fused/ --group '(?P<stack>.+)_z\d+\.tif'
+  napari-focus-stack batch frames/ -o fused/ --auto --dry-run     find the focus sweeps, list the stacks
+  napari-focus-stack batch scans/ -o fused/ --depth --format png --workers 4 --resume
+  napari-focus-stack batch scans/ -o fused/ --scheduler tcp://head-node:8786
+"""
+
+
+def build_batch_parser():
+    from .batch import OUTPUT_FORMATS
+
+    p = argparse.ArgumentParser(
+        prog=f"{PROG} batch",
+        description="Fuse many focal stacks, one output per stack, here or on a Dask cluster.\n"
+        "Each stack's images are written atomically, then its manifest <name>.json, which\n"
+        "--resume trusts; a stack that fails is reported and the others go on.",
+        epilog=BATCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "root",
+        metavar="ROOT",
+        help="a folder of stacks, one per sub-folder; or a folder of frames, with --stack-size, --group or --auto",
+    )
+    p.add_argument(
+        "-o", "--output", required=True, metavar="OUTDIR", help="folder for the outputs (created if missing)"
+    )
+    grouping = p.add_argument_group("grouping (default: one stack per sub-folder of ROOT)")
+    grouping = grouping.add_mutually_exclusive_group()
+    grouping.add_argument(
+        "--stack-size", type=int, metavar="N", help="consecutive stacks of N frames of ROOT, in natural order"
+    )
+    grouping.add_argument(
+        "--group",
+        metavar="REGEX",
+        help="a regular expression matching whole file names in ROOT whose group (?P<stack>...) names the stack",
+    )
+    grouping.add_argument(
+        "--auto", action="store_true", help="find the focus sweeps in the frames of ROOT, and say where"
+    )
+    outputs = p.add_argument_group("outputs")
+    outputs.add_argument(
+        "--format", choices=OUTPUT_FORMATS, default="tif", help="of the fused images (default %(default)s)"
+    )
+    outputs.add_argument("--depth", action="store_true", help="also write <name>_depth.tif (float32, slices)")
+    outputs.add_argument("--confidence", action="store_true", help="also write <name>_confidence.tif (float32, 0-1)")
+    outputs.add_argument(
+        "--resume", action="store_true", help="skip stacks a previous run completed with the same options"
+    )
+    outputs.add_argument("--dry-run", action="store_true", help="list the stacks and their outputs; write nothing")
+    where = p.add_argument_group("where to run (default: one stack after the other, in this process)")
+    where = where.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, metavar="N", help="N stacks at a time on a local Dask cluster (127.0.0.1 only)"
+    )
+    where.add_argument(
+        "--scheduler", metavar="ADDRESS", help="send the stacks to a running Dask cluster (tcp://host:8786)"
+    )
+    p.add_argument(
+        "--threads-per-stack",
+        type=int,
+        metavar="N",
+        help="OpenCV threads per stack (default: 1 on Dask, OpenCV's default otherwise)",
+    )
+    add_engine_options(p)
+    return p
+
+
+def batch_options(args):
+    """Keyword options of :func:`~napari_focus_stack.distributed.stack_many`, checked."""
+    from .batch import BatchOptions
+
+    options = dict(
+        radius=args.radius, smoothing=args.smoothing, scale_factor=args.scale_factor, method=args.method,
+        align=args.align, device=args.device, format=args.format, depth=args.depth, confidence=args.confidence,
+        max_memory=args.max_memory, threads_per_stack=args.threads_per_stack,
+    )  # fmt: skip
+    try:
+        BatchOptions(**options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be at least 1, not {args.workers}")
+    return options
+
+
+def group_stacks(args):
+    """The stacks of ``args.root`` by the grouping rule the options ask for."""
+    from .batch import group_by_size, group_by_subfolder, group_by_sweeps, list_images
+
+    root = Path(args.root)
+    if not root.is_dir():
+        raise UsageError(f"{root}: not a folder")
+    if args.stack_size is None and args.group is None and not args.auto:
+        stacks = group_by_subfolder(root, exclude=[args.output])
+        if not stacks:
+            loose = len(list_images(root))
+            hint = (
+                f"; for the {loose} images directly in it use --stack-size N, --group REGEX or --auto" if loose else ""
+            )
+            raise UsageError(f"no sub-folder of {root} holds images{hint}")
+        return stacks
+    frames = list_images(root)
+    if not frames:
+        raise UsageError(f"no image files in {root}")
+    try:
+        if args.stack_size is not None:
+            return group_by_size(frames, args.stack_size)
+        if args.group is not None:
+            return regex_stacks(frames, args.group, root, args.quiet)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    split = group_by_sweeps(frames)
+    if not args.quiet:
+        print(f"{PROG} batch: {split.describe()}", file=sys.stderr)
+    return split.stacks
+
+
+def regex_stacks(frames, pattern, root, quiet):
+    """Stacks by ``--group``; says how many files matched no stack."""
+    from .batch import group_by_regex
+
+    stacks = group_by_regex(frames, pattern)
+    if not stacks:
+        raise UsageError(f"--group {pattern!r} matches none of the {len(frames)} file names in {root}")
+    grouped = {path for stack in stacks for path in stack.paths}
+    left_out = [path for path in frames if str(path) not in grouped]
+    if left_out and not quiet:
+        print(f"{PROG} batch: {len(left_out)} file(s) match no stack, e.g. {left_out[0].name}", file=sys.stderr)
+    return stacks
+
+
+def print_dry_run(stacks, plans, complete):
+    """One line per stack: name, frames, first and last file, output, and whether resume skips it."""
+    width = max(len(stack.name) for stack in stacks)
+    for stack, outputs, done in zip(stacks, plans, complete):
+        first, last = Path(stack.paths[0]).name, Path(stack.paths[-1]).name
+        note = "  (complete: skipped)" if done else ""
+        frames = f"{len(stack.paths):>4} frame{'s' if len(stack.paths) != 1 else ' '}"
+        print(f"{stack.name:<{width}}  {frames}  {first} .. {last}  -> {outputs.fused.name}{note}")
+    n_frames = sum(len(stack.paths) for stack in stacks)
+    print(f"{len(stacks)} stacks, {n_frames} frames; dry run: nothing written")
+
+
+def batch_progress_bar(total, quiet):
+    """A callback for each StackOutcome: one bar for the batch, failures as they come."""
+    bar = None
+    if not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="stack", desc="Batch", file=sys.stderr, leave=False)
+
+    def report(outcome):
+        if bar is None:
+            return
+        if outcome.failed:
+            bar.write(f"failed {outcome.name}: {outcome.reason}", file=sys.stderr)
+        bar.set_postfix_str(f"{outcome.name} {outcome.status}", refresh=False)
+        bar.update(1)
+
+    return report, bar
+
+
+def print_summary(outcomes, outdir, seconds, quiet):
+    """Counts, time and every failure with its reason; returns the exit status."""
+    counts = Counter(outcome.status for outcome in outcomes)
+    failed = [outcome for outcome in outcomes if outcome.failed]
+    if failed or not quiet:
+        parts = [f"{counts['done']} done"]
+        if counts["skipped"]:
+            parts.append(f"{counts['skipped']} skipped (already complete)")
+        if failed:
+            parts.append(f"{len(failed)} failed")
+        print(
+            f"{PROG} batch: {len(outcomes)} stacks: {', '.join(parts)}, in {seconds:.1f} s; outputs in {outdir}",
+            file=sys.stderr,
+        )
+    for outcome in failed:
+        print(f"  failed {outcome.name}: {outcome.reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def run_batch(args):
+    from .batch import BatchOptions, BatchPlanError, is_complete, plan_outputs
+    from .distributed import DaskMissingError, stack_many
+
+    options = batch_options(args)
+    stacks = group_stacks(args)
+    outdir = Path(args.output)
+    try:
+        plans = plan_outputs(stacks, outdir, BatchOptions(**options))
+    except BatchPlanError as exc:
+        raise UsageError(str(exc)) from None
+    if args.dry_run:
+        complete = [args.resume and is_complete(s, o, BatchOptions(**options)) for s, o in zip(stacks, plans)]
+        print_dry_run(stacks, plans, complete)
+        return 0
+    report, bar = batch_progress_bar(len(stacks), args.quiet)
+    started = time.perf_counter()
+    try:
+        outcomes = stack_many(
+            stacks, outdir, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
+            progress=report, **options,
+        )  # fmt: skip
+    except (DaskMissingError, ConnectionError) as exc:
+        raise UsageError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return print_summary(outcomes, outdir, time.perf_counter() - started, args.quiet)
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["batch"]:
+        args, command = build_batch_parser().parse_args(argv[1:]), run_batch
+        cancelled = "cancelled; finished stacks are complete, rerun with --resume to do the rest"
+    else:
+        args, command = build_parser().parse_args(argv), run
+        cancelled = "cancelled; no output was written"
     from .engine.backend import DeviceUnavailableError
     from .engine.tiling import MemoryBudgetError
     from .io import StackReadError
 
     try:
-        return run(args)
+        return command(args)
     except (UsageError, StackReadError, DeviceUnavailableError, MemoryBudgetError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
@@ -167,7 +418,7 @@ def main(argv=None):
         print(f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"{PROG}: cancelled; no output was written", file=sys.stderr)
+        print(f"{PROG}: {cancelled}", file=sys.stderr)
         return 130
 
 

@@ -790,7 +790,7 @@ def save_image(image, path, *, metadata=None):
         raise ValueError(
             f"{path}: cannot save {extension!r} files; supported: {', '.join(SAVE_EXTENSIONS)}"
         )
-    _write_atomically(path, write)
+    write_atomically(path, write)
     return path
 
 
@@ -814,7 +814,12 @@ def read_metadata(path):
     return metadata if isinstance(metadata, dict) else {}
 
 
-def _write_atomically(path, write):
+def write_atomically(path, write):
+    """Write ``path`` all at once: ``write(file)`` fills a temporary file beside it, then a rename.
+
+    An interruption leaves either the old file or the new one, never half of
+    one; the temporary file is removed when ``write`` fails.
+    """
     temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
     try:
         with open(temporary, "xb") as file:

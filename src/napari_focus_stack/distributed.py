@@ -1,0 +1,324 @@
+"""Process many stacks: one after the other, or as Dask tasks on a cluster.
+
+:func:`stack_many` runs :func:`process_one` for every stack, either in this
+process or as one Dask task per stack: on a local cluster it starts
+(``workers=N``, listening on 127.0.0.1 only), on a running cluster
+(``scheduler="tcp://host:8786"``), or through a ``distributed.Client`` you
+already have. Tasks receive file paths, not pixels: each worker reads its own
+frames and writes its own outputs, so workers need the same view of the files
+(a shared file system). Results do not depend on where a stack ran.
+
+Dask (``pip install "napari-focus-stack[distributed]"``) is imported only when
+a cluster is used.
+"""
+
+import logging
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+
+from . import io as stack_io
+from .api import focus_stack
+from .batch import (
+    BatchOptions,
+    Stack,
+    input_fingerprints,
+    is_complete,
+    manifest_record,
+    plan_outputs,
+    stack_outputs,
+    write_manifest,
+)
+from .engine.backend import DeviceUnavailableError
+from .engine.tiling import MemoryBudgetError
+
+#: Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which turns
+#: off glibc's adaptive mmap threshold: every temporary image of a few MB is
+#: then mapped and page-faulted anew, and stacking runs 2-3 times slower.
+#: Local workers start without it (docs/CLUSTER.md says how for other clusters).
+_KEEP_GLIBC_MALLOC_DEFAULTS = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+#: How a local cluster's logs are kept off the terminal.
+_LOCAL_CLUSTER_LOG_LEVEL = logging.ERROR
+#: Problems with a stack's data or its outputs, as opposed to bugs: they fail that stack only.
+USER_DATA_ERRORS = (
+    stack_io.StackReadError,
+    MemoryBudgetError,
+    DeviceUnavailableError,
+    OSError,
+    MemoryError,
+    ValueError,
+)
+_INSTALL_HINT = 'running on Dask needs dask[distributed]: pip install "napari-focus-stack[distributed]"'
+
+
+@dataclass(frozen=True)
+class StackOutcome:
+    """What became of one stack.
+
+    Attributes
+    ----------
+    name : str
+    status : {"done", "skipped", "failed"}
+        ``"skipped"``: a previous run had already finished it (resume).
+    reason : str
+        Why it failed, in one line; empty otherwise.
+    n_frames : int
+    seconds : float
+        Time spent on it where it ran.
+    """
+
+    name: str
+    status: str
+    reason: str = ""
+    n_frames: int = 0
+    seconds: float = 0.0
+
+    @property
+    def failed(self):
+        return self.status == "failed"
+
+
+def describe_error(exc):
+    """One line for people: the message, and the file for OS errors."""
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+@contextmanager
+def opencv_threads(count):
+    """Run with ``count`` OpenCV threads (None: leave as is), restored afterwards."""
+    if count is None:
+        yield
+        return
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(int(count))
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
+
+
+def process_one(stack, outdir, options):
+    """Focus-stack one stack and write its outputs; never raises for bad data.
+
+    Images are written atomically, the fused image last, then the manifest
+    that marks the stack complete. A manifest left by an earlier run is
+    removed first, so an interrupted rewrite is never taken as complete.
+
+    Parameters
+    ----------
+    stack : Stack
+    outdir : str or os.PathLike
+        Existing output folder.
+    options : BatchOptions
+
+    Returns
+    -------
+    StackOutcome
+        ``"done"``, or ``"failed"`` with the reason (unreadable or corrupt
+        frames, too few frames, a memory budget too small, a format that
+        cannot store the image, a write error).
+    """
+    started = time.perf_counter()
+    try:
+        outputs = stack_outputs(stack, outdir, options)
+        outputs.manifest.unlink(missing_ok=True)
+        inputs = input_fingerprints(stack)
+        with opencv_threads(options.threads_per_stack):
+            result = focus_stack(list(stack.paths), **options.engine_options())
+        info = {**result.provenance(), "stack": stack.name}
+        images = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}
+        for role, path in outputs.images().items():
+            metadata = info if role == "fused image" else {**info, "content": role}
+            stack_io.save_image(images[role], path, metadata=metadata)
+        write_manifest(outputs.manifest, manifest_record(stack, outputs, options, inputs))
+    except USER_DATA_ERRORS as exc:
+        return StackOutcome(stack.name, "failed", describe_error(exc), len(stack.paths), time.perf_counter() - started)
+    return StackOutcome(stack.name, "done", "", len(stack.paths), time.perf_counter() - started)
+
+
+def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, resume=False, progress=None, **options):
+    """Focus-stack every stack into ``outdir``, serially or on a Dask cluster.
+
+    Parameters
+    ----------
+    stacks : list of Stack
+        From :func:`napari_focus_stack.batch.group_by_subfolder` and friends.
+    outdir : str or os.PathLike
+        Created if missing. Each stack writes ``<name>.<format>`` (and
+        ``<name>_depth.tif``, ``<name>_confidence.tif``) and ``<name>.json``,
+        its manifest, with names made safe by
+        :func:`~napari_focus_stack.batch.safe_output_name`.
+    client : distributed.Client, optional
+        Run one task per stack on this client's cluster.
+    workers : int, optional
+        Start a local cluster of this many single-threaded worker processes,
+        listening on 127.0.0.1 only, for this call.
+    scheduler : str, optional
+        Address of a running Dask scheduler (``tcp://host:8786``).
+    resume : bool, optional
+        Skip stacks a previous run finished with the same options and inputs
+        (see :func:`~napari_focus_stack.batch.is_complete`).
+    progress : callable, optional
+        Called with each :class:`StackOutcome` as it arrives.
+    **options
+        :class:`~napari_focus_stack.batch.BatchOptions`: ``radius``,
+        ``smoothing``, ``scale_factor``, ``method``, ``device``, ``format``,
+        ``depth``, ``confidence``, ``max_memory``, ``threads_per_stack``.
+        On Dask ``threads_per_stack`` defaults to 1: stacks run side by side,
+        one per worker thread.
+
+    Returns
+    -------
+    list of StackOutcome
+        In the order of ``stacks``.
+
+    Raises
+    ------
+    BatchPlanError
+        Outputs that would collide, overwrite inputs or land among them.
+    ValueError
+        Options out of range, or more than one of ``client``, ``workers``,
+        ``scheduler``.
+    DaskMissingError
+        A cluster was asked for without dask[distributed] installed.
+    ConnectionError
+        The scheduler cannot be reached.
+
+    Examples
+    --------
+    >>> from distributed import Client  # doctest: +SKIP
+    >>> stacks = group_by_subfolder("scans/")  # doctest: +SKIP
+    >>> outcomes = stack_many(stacks, "fused/", client=Client("tcp://head:8786"), depth=True)  # doctest: +SKIP
+    >>> [o.name for o in outcomes if o.failed]  # doctest: +SKIP
+    []
+    """
+    if sum(choice is not None for choice in (client, workers, scheduler)) > 1:
+        raise ValueError("give at most one of client, workers and scheduler")
+    on_dask = any(choice is not None for choice in (client, workers, scheduler))
+    options = BatchOptions(**options)
+    if on_dask and options.threads_per_stack is None:
+        options = replace(options, threads_per_stack=1)
+    outdir = Path(outdir).absolute()
+    # absolute paths, so that workers started elsewhere find the same files
+    stacks = [Stack(stack.name, [os.path.abspath(path) for path in stack.paths]) for stack in stacks]
+    plans = plan_outputs(stacks, outdir, options)
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    outcomes = [None] * len(stacks)
+    pending = {}
+    for index, (stack, outputs) in enumerate(zip(stacks, plans)):
+        if resume and is_complete(stack, outputs, options):
+            outcomes[index] = StackOutcome(stack.name, "skipped", n_frames=len(stack.paths))
+            _report(progress, outcomes[index])
+        else:
+            pending[index] = stack
+    if pending:
+        with _executor(client, workers, scheduler) as run:
+            for index, outcome in run(pending, outdir, options):
+                outcomes[index] = outcome
+                _report(progress, outcome)
+    return outcomes
+
+
+def _report(progress, outcome):
+    if progress is not None:
+        progress(outcome)
+
+
+@contextmanager
+def _executor(client, workers, scheduler):
+    """``run(pending, outdir, options)``: yields ``(index, outcome)`` for each
+    ``{index: stack}`` of ``pending``, as they finish."""
+    if client is not None:
+        yield _on_client(client)
+    elif workers is not None:
+        with local_client(workers) as local:
+            yield _on_client(local)
+    elif scheduler is not None:
+        with remote_client(scheduler) as remote:
+            yield _on_client(remote)
+    else:
+        yield _serially
+
+
+def _serially(pending, outdir, options):
+    for index, stack in pending.items():
+        yield index, process_one(stack, outdir, options)
+
+
+def _on_client(client):
+    def run(pending, outdir, options):
+        from distributed import as_completed
+
+        futures = {
+            client.submit(process_one, stack, outdir, options, pure=False): index for index, stack in pending.items()
+        }
+        for future in as_completed(futures):
+            index = futures[future]
+            yield index, _outcome_of(future, pending[index])
+
+    return run
+
+
+def _outcome_of(future, stack):
+    """The task's outcome; a worker that died (killed, out of memory) fails only its stack."""
+    from distributed import KilledWorker
+
+    try:
+        return future.result()
+    except KilledWorker:
+        reason = "the Dask worker running it died (out of memory, or killed)"
+        return StackOutcome(stack.name, "failed", reason, len(stack.paths))
+
+
+class DaskMissingError(ImportError):
+    """A cluster was asked for, but dask[distributed] is not installed."""
+
+
+def _import_distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise DaskMissingError(_INSTALL_HINT) from None
+    return distributed
+
+
+@contextmanager
+def local_client(workers):
+    """A client of a local cluster of ``workers`` single-threaded processes on 127.0.0.1."""
+    distributed = _import_distributed()
+    import dask
+
+    if int(workers) < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    with dask.config.set(_KEEP_GLIBC_MALLOC_DEFAULTS):
+        cluster = distributed.LocalCluster(
+            n_workers=int(workers),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=_LOCAL_CLUSTER_LOG_LEVEL,
+        )
+    with cluster, distributed.Client(cluster) as client:
+        yield client
+
+
+@contextmanager
+def remote_client(address):
+    """A client of the running cluster whose scheduler is at ``address``."""
+    distributed = _import_distributed()
+    try:
+        client = distributed.Client(address)
+    except (OSError, ValueError) as exc:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address}: {describe_error(exc)}") from None
+    with client:
+        yield client
