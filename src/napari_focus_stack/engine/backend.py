@@ -161,6 +161,15 @@ class NdimageBackend:
         return self.correlate_separable(up, kernel, mode="mirror")
 
     # --- per-pixel -------------------------------------------------------
+    def for_each_band(self, function, height, rows=128):
+        """Call ``function(rows_slice)`` for bands of ``rows`` rows covering ``height``.
+
+        The bands are independent; on the CPU they run on all cores (NumPy
+        releases the GIL in its loops), on a GPU one after the other.
+        """
+        for start in range(0, height, rows):
+            function(slice(start, start + rows))
+
     def copy_where(self, dst, src, mask):
         """``dst[mask] = src[mask]`` in place; a 2-D mask applies to every channel."""
         if dst.ndim == 3 and mask.ndim == 2:
@@ -189,6 +198,7 @@ class OpenCVBackend(NdimageBackend):
         import cv2
 
         self._cv2 = cv2
+        self._pool = None
         self._borders = {"reflect": cv2.BORDER_REFLECT, "mirror": cv2.BORDER_REFLECT_101}
 
     def correlate_separable(self, image, kernel, mode="reflect", out=None):
@@ -202,6 +212,14 @@ class OpenCVBackend(NdimageBackend):
             )
         result = cv2.sepFilter2D(image, cv2.CV_32F, k, k, dst=out, borderType=self._borders[mode])
         return result.reshape(image.shape)
+
+    def for_each_band(self, function, height, rows=128):
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="focus-stack-band")
+        # list(): wait for every band and re-raise the first error
+        list(self._pool.map(function, [slice(s, s + rows) for s in range(0, height, rows)]))
 
     def copy_where(self, dst, src, mask):
         # NumPy's broadcast masked copy is ~40x slower than OpenCV's on RGB.

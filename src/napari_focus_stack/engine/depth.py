@@ -20,7 +20,7 @@ class SliceSelector:
         self.be = be
         self.count = 0
         self.best = self.index = self.below = self.above = None
-        self.previous = self.total = None
+        self.previous = self.total = self.took_best = self.took_above = None
 
     def update(self, score):
         """Take the next frame's focus scores.
@@ -31,6 +31,8 @@ class SliceSelector:
             Pixels where this frame is now the sharpest.
         took_above : bool array
             Pixels whose sharpest frame so far is the one just before this one.
+
+        Both are buffers reused by the next call.
         """
         xp = self.be.xp
         k = self.count
@@ -40,20 +42,28 @@ class SliceSelector:
             self.below = xp.full(score.shape, MISSING, dtype=xp.float32)
             self.above = self.below.copy()
             self.total = score.copy()
-            took_best = xp.ones(score.shape, dtype=bool)
-            took_above = xp.zeros(score.shape, dtype=bool)
+            self.took_best = xp.ones(score.shape, dtype=bool)
+            self.took_above = xp.zeros(score.shape, dtype=bool)
         else:
-            took_above = self.index == k - 1
-            xp.copyto(self.above, score, where=took_above)
-            took_best = score > self.best
-            xp.copyto(self.best, score, where=took_best)
-            xp.copyto(self.index, k, where=took_best)
-            xp.copyto(self.below, self.previous, where=took_best)
-            xp.copyto(self.above, MISSING, where=took_best)
-            self.total += score
+            # bands are independent: they run on all cores on the CPU
+            self.be.for_each_band(lambda rows: self._update_rows(rows, score, k), score.shape[0])
         self.previous = score
         self.count = k + 1
-        return took_best, took_above
+        return self.took_best, self.took_above
+
+    def _update_rows(self, rows, score, k):
+        xp = self.be.xp
+        score = score[rows]
+        took_above, took_best = self.took_above[rows], self.took_best[rows]
+        best, index, below, above = self.best[rows], self.index[rows], self.below[rows], self.above[rows]
+        xp.equal(index, k - 1, out=took_above)
+        xp.copyto(above, score, where=took_above)
+        xp.greater(score, best, out=took_best)
+        xp.copyto(best, score, where=took_best)
+        xp.copyto(index, k, where=took_best)
+        xp.copyto(below, self.previous[rows], where=took_best)
+        xp.copyto(above, MISSING, where=took_best)
+        self.total[rows] += score
 
     def finish(self, rows=slice(None)):
         """Sub-slice depth (float32, slice units) and confidence in [0, 1].

@@ -148,11 +148,9 @@ class WeightedFusion:
             self.weight = xp.ones(score.shape, dtype=xp.float32)
             self._product = xp.empty(score.shape, dtype=xp.float32)
             return
-        # in bands of rows, so the temporaries stay in cache
+        # in bands of rows: temporaries stay in cache, and bands run in parallel
         step = max(16, min(128, score.shape[0] // 16))
-        for start in range(0, score.shape[0], step):
-            rows = slice(start, start + step)
-            self._add(rows, [plane[rows] for plane in planes], score[rows])
+        be.for_each_band(lambda rows: self._add(rows, [plane[rows] for plane in planes], score[rows]), score.shape[0], step)
 
     def _add(self, rows, planes, score):
         be, xp = self.be, self.be.xp
