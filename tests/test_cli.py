@@ -166,3 +166,27 @@ def test_too_small_max_memory(tmp_path, frames_dir, capsys):
     assert code == 2
     assert "a memory budget of 1.0 KiB is too small for these parameters; at least" in err
     assert not (tmp_path / "f.tif").exists()
+
+
+def test_alignment_options(tmp_path, capsys):
+    sim = simulate_stack((160, 192), 5, rgb=True, breathing=0.05, drift=5, seed=9)
+    folder = tmp_path / "moving"
+    folder.mkdir()
+    for k, frame in enumerate(sim.frames):
+        save_image(frame, folder / f"z{k}.png")
+    out = tmp_path / "fused.tif"
+    assert run_cli(capsys, folder, "-o", out, "-q", "--reference", "0")[0] == 0
+    info = read_metadata(out)
+    assert info["align"] == "similarity" and info["alignment"]["reference"] == 0
+    assert np.allclose(info["transforms"][0], np.eye(3))
+    assert run_cli(capsys, folder, "-o", out, "-q", "--align", "none")[0] == 0
+    assert "transforms" not in read_metadata(out)
+    code, err = run_cli(capsys, folder, "-o", out, "--reference", "7")
+    assert code == 2 and "reference frame 7 is not one of the 5 frames (0 to 4)" in err
+
+
+def test_unknown_align_mode(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    with pytest.raises(SystemExit):
+        main([str(folder), "-o", str(tmp_path / "f.tif"), "--align", "wobbly"])
+    assert "invalid choice: 'wobbly'" in capsys.readouterr().err
