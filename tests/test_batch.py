@@ -456,3 +456,18 @@ def test_single_stack_form_does_not_import_dask_or_batch(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_cli_refuses_an_output_folder_full_of_frames(tmp_path, capsys):
+    from napari_focus_stack.cli import main
+    from napari_focus_stack.io import save_image
+    from napari_focus_stack.synthetic import simulate_stack
+
+    for name in ("field_1", "field_2"):
+        (tmp_path / name).mkdir()
+        for k, frame in enumerate(simulate_stack((32, 32), 3, seed=1).frames):
+            save_image(frame, tmp_path / name / f"z{k}.png")
+    code = main(["batch", str(tmp_path), "-o", str(tmp_path / "field_1"), "-q"])
+    assert code == 2
+    assert "holds input frames; choose another one" in capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "field_1").iterdir()) == ["z0.png", "z1.png", "z2.png"]

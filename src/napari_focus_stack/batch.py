@@ -521,3 +521,9 @@ def _has_size(path, size):
         return path.stat().st_size == size
     except OSError:
         return False
+
+
+def holds_batch_outputs(folder):
+    """True for a folder with a batch's manifest in it: its images are results, not frames."""
+    manifests = (read_manifest(path) or {} for path in Path(folder).glob("*.json"))
+    return any(manifest.get("software") == "napari-focus-stack" for manifest in manifests)

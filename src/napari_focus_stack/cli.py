@@ -273,11 +273,14 @@ def batch_options(args):
 
 def group_stacks(args):
     """The stacks of ``args.root`` by the grouping rule the options ask for."""
-    from .batch import group_by_size, group_by_subfolder, group_by_sweeps, list_images
+    from .batch import group_by_size, group_by_subfolder, group_by_sweeps, holds_batch_outputs, list_images
 
     root = Path(args.root)
     if not root.is_dir():
         raise UsageError(f"{root}: not a folder")
+    output = Path(args.output)
+    if output.is_dir() and list_images(output) and not holds_batch_outputs(output):
+        raise UsageError(f"output folder {output} holds input frames; choose another one")
     if args.stack_size is None and args.group is None and not args.auto:
         stacks = group_by_subfolder(root, exclude=[args.output])
         if not stacks:

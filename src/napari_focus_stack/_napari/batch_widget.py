@@ -27,7 +27,7 @@ from napari.utils.notifications import show_error, show_warning
 
 from ..batch import (
     OUTPUT_FORMATS, BatchOptions, group_by_regex, group_by_size, group_by_subfolder, group_by_sweeps,
-    is_complete, list_images, plan_outputs, read_manifest,
+    holds_batch_outputs, is_complete, list_images, plan_outputs, read_manifest,
 )  # fmt: skip
 from ..distributed import StackOutcome, process_one
 from ..engine.result import ALIGN_MODES, DEFAULTS, METHODS
@@ -55,12 +55,6 @@ PATTERN_TOOLTIP = (
     r"A regular expression matching whole file names; its group (?P<stack>...) names the stack: "
     r"(?P<stack>.+)_z\d+\.tif puts a_z1.tif and a_z2.tif in stack a."
 )
-
-
-def holds_batch_outputs(folder):
-    """True for a folder with a batch's manifest in it: its images are results, not frames."""
-    manifests = (read_manifest(path) or {} for path in Path(folder).glob("*.json"))
-    return any(manifest.get("software") == "napari-focus-stack" for manifest in manifests)
 
 
 def find_stacks(root, grouping, *, stack_size=10, pattern=""):
