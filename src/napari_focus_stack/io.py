@@ -187,22 +187,7 @@ class FrameSequence:
             and Path(loader.args[0]).suffix.lower() in (".jpg", ".jpeg")
         )
         if factor > 1 and is_jpeg:
-            path, gray, orientation = loader.args
-            scale = min(factor, 8)
-            reduced_flags = {
-                (2, True): cv2.IMREAD_REDUCED_GRAYSCALE_2, (2, False): cv2.IMREAD_REDUCED_COLOR_2,
-                (4, True): cv2.IMREAD_REDUCED_GRAYSCALE_4, (4, False): cv2.IMREAD_REDUCED_COLOR_4,
-                (8, True): cv2.IMREAD_REDUCED_GRAYSCALE_8, (8, False): cv2.IMREAD_REDUCED_COLOR_8,
-            }  # fmt: skip
-            # Orientation from the header, as _decode_with_opencv does.
-            flags = reduced_flags[scale, gray] | cv2.IMREAD_IGNORE_ORIENTATION
-            with _reading(path, "cannot decode image data"):
-                image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
-            if image is None:
-                raise StackReadError(f"{path}: cannot decode image data (truncated or corrupt file)")
-            if not gray:
-                cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
-            image = _apply_orientation(image, orientation)
+            image = _decode_with_opencv(*loader.args, reduction=min(factor, 8))
         else:
             image = self[index]
         if image.shape[:2] != size[::-1]:
@@ -542,11 +527,22 @@ def _exif_orientation(exif_bytes):
     return orientation if orientation in range(1, 9) else 1
 
 
-def _decode_with_opencv(path, gray, orientation):
+#: libjpeg's DCT scaling: decoding at 1/2, 1/4 or 1/8 size costs a fraction of a full decode.
+_REDUCED_FLAGS = {
+    (2, True): cv2.IMREAD_REDUCED_GRAYSCALE_2, (2, False): cv2.IMREAD_REDUCED_COLOR_2,
+    (4, True): cv2.IMREAD_REDUCED_GRAYSCALE_4, (4, False): cv2.IMREAD_REDUCED_COLOR_4,
+    (8, True): cv2.IMREAD_REDUCED_GRAYSCALE_8, (8, False): cv2.IMREAD_REDUCED_COLOR_8,
+}  # fmt: skip
+
+
+def _decode_with_opencv(path, gray, orientation, reduction=1):
     # Orientation is applied here, from the header, so the decoded shape always
     # matches what open_stack reported, whatever OpenCV's own EXIF support does.
-    flags = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_IGNORE_ORIENTATION
-    flags |= cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
+    flags = cv2.IMREAD_IGNORE_ORIENTATION
+    if reduction > 1:  # JPEG only
+        flags |= _REDUCED_FLAGS[reduction, gray]
+    else:
+        flags |= cv2.IMREAD_ANYDEPTH | (cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
     with _reading(path, "cannot decode image data"):
         image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
     if image is None:

@@ -10,16 +10,9 @@ from napari_focus_stack.engine.fuse import (
     slice_pair_weights,
     to_dtype,
 )
+from napari_focus_stack.engine.pipeline import drain
 
 BE = get_backend("cpu")
-
-
-def drain(steps):
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
 
 
 def test_handover_weights():

@@ -9,18 +9,10 @@ import scipy.ndimage
 
 from napari_focus_stack import StackCancelled, focus_stack, fuse_from_depth, simulate_stack
 from napari_focus_stack.engine.backend import NdimageBackend, get_backend
-from napari_focus_stack.engine.pipeline import run_pipeline
+from napari_focus_stack.engine.pipeline import drain, run_pipeline
 from napari_focus_stack.engine.result import StackParams
 from napari_focus_stack.io import open_stack
 from napari_focus_stack.synthetic import depth_rmse, psnr, ssim, textured_mask
-
-
-def drain(steps):
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
 
 
 def baselines(sim):

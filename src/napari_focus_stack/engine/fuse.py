@@ -129,7 +129,7 @@ class WeightedFusion:
         self.sigma = float(smoothing)
         # channel planes: contiguous per-pixel arithmetic is several times
         # faster than broadcasting a weight map over an interleaved RGB array
-        self.sums = self.weight = self.best = self._product = None
+        self.sums = self.weight = self.best = self._smoothed = None
 
     @staticmethod
     def _power(ratio, be):
@@ -141,16 +141,20 @@ class WeightedFusion:
         """Add ``frame`` with its focus ``score`` (left unchanged)."""
         be, xp = self.be, self.be.xp
         planes = be.channel_planes(frame)
-        score = be.gaussian(score, self.sigma)
         if self.sums is None:
             self.sums = [plane.astype(xp.float32) for plane in planes]
-            self.best = score
+            self.best = be.gaussian(score, self.sigma)
             self.weight = xp.ones(score.shape, dtype=xp.float32)
-            self._product = xp.empty(score.shape, dtype=xp.float32)
+            self._smoothed = xp.empty_like(self.best)  # reused for every later frame
             return
-        # in bands of rows: temporaries stay in cache, and bands run in parallel
+        score = be.gaussian(score, self.sigma, out=self._smoothed)
+        # in bands of rows: temporaries stay small and in cache, and bands run in parallel
         step = max(16, min(128, score.shape[0] // 16))
-        be.for_each_band(lambda rows: self._add(rows, [plane[rows] for plane in planes], score[rows]), score.shape[0], step)
+
+        def add(rows):
+            self._add(rows, [plane[rows] for plane in planes], score[rows])
+
+        be.for_each_band(add, score.shape[0], step)
 
     def _add(self, rows, planes, score):
         be, xp = self.be, self.be.xp
@@ -159,7 +163,7 @@ class WeightedFusion:
         top += xp.float32(1e-30)  # 0/0 where a pixel has no detail in any frame
         old = self._power(best / top, be)
         new = self._power(score / top, be)
-        product = self._product[rows]
+        product = xp.empty_like(new)
         for total, plane in zip(self.sums, planes):
             total = total[rows]
             total *= old
