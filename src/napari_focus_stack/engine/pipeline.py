@@ -1,4 +1,9 @@
-"""Streams frames through the stages: prepare -> measure focus -> select -> fuse.
+"""Streams frames through the stages: align -> prepare -> measure focus -> select -> fuse.
+
+Alignment is estimated first, on reduced frames (:func:`align_frames`); the
+frames are then warped as they are read. Images too large for the memory
+budget are processed in overlapping tiles with the same result
+(:mod:`.tiling`), on one device or spread over several.
 
 :func:`run_pipeline` is a generator: it yields a :class:`Progress` after every
 frame and returns the :class:`StackResult`. Callers that want a plain function
