@@ -471,3 +471,52 @@ def test_cli_refuses_an_output_folder_full_of_frames(tmp_path, capsys):
     assert code == 2
     assert "holds input frames; choose another one" in capsys.readouterr().err
     assert sorted(p.name for p in (tmp_path / "field_1").iterdir()) == ["z0.png", "z1.png", "z2.png"]
+
+
+def test_an_interrupted_first_stack_can_be_resumed(tmp_path, capsys, monkeypatch):
+    # the depth map is written, then the run stops before the fused image and the manifest
+    from napari_focus_stack import distributed
+    from napari_focus_stack.cli import main
+    from napari_focus_stack.io import save_image as real_save
+    from napari_focus_stack.synthetic import simulate_stack
+
+    for name in ("a", "b"):
+        (tmp_path / "scans" / name).mkdir(parents=True)
+        for k, frame in enumerate(simulate_stack((32, 32), 3, seed=2).frames):
+            real_save(frame, tmp_path / "scans" / name / f"z{k}.png")
+
+    def interrupted(image, path, **kwargs):
+        if not str(path).endswith("_depth.tif"):
+            raise KeyboardInterrupt
+        return real_save(image, path, **kwargs)
+
+    monkeypatch.setattr(distributed.stack_io, "save_image", interrupted)
+    assert main(["batch", str(tmp_path / "scans"), "-o", str(tmp_path / "out"), "--depth", "-q"]) == 130
+    monkeypatch.setattr(distributed.stack_io, "save_image", real_save)
+    assert main(["batch", str(tmp_path / "scans"), "-o", str(tmp_path / "out"), "--depth", "-q", "--resume"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
+        "a.json", "a.tif", "a_depth.tif", "b.json", "b.tif", "b_depth.tif",
+    ]  # fmt: skip
+
+
+def test_earlier_results_inside_root_are_not_stacks(tmp_path, capsys):
+    from napari_focus_stack.cli import main
+    from napari_focus_stack.io import save_image
+    from napari_focus_stack.synthetic import simulate_stack
+
+    (tmp_path / "a").mkdir()
+    for k, frame in enumerate(simulate_stack((32, 32), 3, seed=3).frames):
+        save_image(frame, tmp_path / "a" / f"z{k}.png")
+    assert main(["batch", str(tmp_path), "-o", str(tmp_path / "fused"), "-q"]) == 0
+    capsys.readouterr()
+    assert main(["batch", str(tmp_path), "-o", str(tmp_path / "fused_png"), "--format", "png", "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "a " in listed and "fused" not in listed.split("->")[0]
+    assert "1 stacks" in listed
+
+
+def test_an_optional_stack_group_that_does_not_match_is_no_stack(tmp_path):
+    from napari_focus_stack.batch import group_by_regex
+
+    stacks = group_by_regex([tmp_path / "a_z1.png", tmp_path / "x.png"], r"(?:(?P<stack>a)_z\d)?.*")
+    assert [stack.name for stack in stacks] == ["a"]

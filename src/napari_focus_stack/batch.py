@@ -37,7 +37,16 @@ import numpy as np
 
 from . import __version__
 from .engine.result import DEFAULTS, StackParams
-from .io import IMAGE_EXTENSIONS, SAVE_EXTENSIONS, write_atomically, natural_sort_key, open_stack, split_into_stacks
+from .io import (
+    IMAGE_EXTENSIONS,
+    SAVE_EXTENSIONS,
+    TIFF_EXTENSIONS,
+    natural_sort_key,
+    open_stack,
+    read_metadata,
+    split_into_stacks,
+    write_atomically,
+)
 
 #: Output formats of the fused image, by extension without the dot.
 OUTPUT_FORMATS = tuple(extension[1:] for extension in SAVE_EXTENSIONS)
@@ -163,7 +172,8 @@ def group_by_subfolder(root, *, exclude=()):
     Folders are searched at any depth (hidden ones and ``exclude`` skipped,
     symbolic links not followed); a stack is named by its folder's path
     relative to ``root`` (``plate1/A01``). Images directly in ``root`` belong
-    to no stack.
+    to no stack, and neither do folders of earlier results
+    (:func:`holds_batch_outputs`).
 
     Parameters
     ----------
@@ -187,7 +197,7 @@ def group_by_subfolder(root, *, exclude=()):
         if folder == root:
             continue
         images = list_images(folder)
-        if images:
+        if images and not holds_batch_outputs(folder):
             stacks.append(Stack(folder.relative_to(root).as_posix(), images))
     return sorted(stacks, key=lambda stack: natural_sort_key(stack.name))
 
@@ -239,7 +249,7 @@ def group_by_regex(paths, pattern):
     groups = {}
     for path in paths:
         match = regex.fullmatch(Path(path).name)
-        if match is not None:
+        if match is not None and match[STACK_GROUP]:  # the group may be optional and unmatched
             groups.setdefault(match[STACK_GROUP], []).append(path)
     return [
         Stack(name, sorted(members, key=natural_sort_key))
@@ -524,6 +534,17 @@ def _has_size(path, size):
 
 
 def holds_batch_outputs(folder):
-    """True for a folder with a batch's manifest in it: its images are results, not frames."""
-    manifests = (read_manifest(path) or {} for path in Path(folder).glob("*.json"))
-    return any(manifest.get("software") == "napari-focus-stack" for manifest in manifests)
+    """True for a folder of our results: a batch manifest, or a TIFF we wrote (an
+    interrupted batch may have written maps before any manifest)."""
+    folder = Path(folder)
+    manifests = (read_manifest(path) or {} for path in folder.glob("*.json"))
+    if any(manifest.get("software") == "napari-focus-stack" for manifest in manifests):
+        return True
+    return any(_written_by_us(path) for path in folder.iterdir() if path.suffix.lower() in TIFF_EXTENSIONS)
+
+
+def _written_by_us(path):
+    try:
+        return read_metadata(path).get("software") == "napari-focus-stack"
+    except (OSError, ValueError, TypeError, AttributeError):  # not a TIFF we can read: not ours
+        return False

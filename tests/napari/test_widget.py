@@ -240,3 +240,18 @@ def test_errors_in_the_worker_become_notifications(make_napari_viewer, qtbot):
     assert any("at least 2 frames" in m for m in messages), messages
     assert [layer.name for layer in viewer.layers] == ["one frame"]
     assert widget.status.value.startswith("Failed:")
+
+
+def test_aligned_frames_layer_and_alignment_in_metadata(make_napari_viewer):
+    moving = simulate_stack((160, 192), 6, rgb=True, breathing=0.06, drift=5, seed=4).frames
+    viewer = make_napari_viewer()
+    viewer.add_image(moving, rgb=True, name="rail")
+    widget = docked_widget(viewer)
+    widget.show_aligned.value = True
+    widget.run()
+    aligned = viewer.layers["rail aligned"]
+    assert aligned.data.shape == moving.shape and aligned.data.dtype == np.uint8
+    np.testing.assert_array_equal(aligned.data[3], moving[3])  # the reference frame stays put
+    assert not np.array_equal(aligned.data[0], moving[0])
+    run = viewer.layers["rail fused"].metadata[RUN_KEY]
+    assert run.alignments[0][1]["mode"] == "similarity" and run.alignments[0][1]["failed"] == []

@@ -59,11 +59,6 @@ def show_results(viewer, run):
         viewer.layers[edits_name].metadata[layers.RUN_KEY] = run
 
 
-def show_aligned_stack(viewer, run):
-    """Add (or replace) the layer of the frames as aligned for fusing."""
-    return add_or_replace(viewer, layers.aligned_layer(run))
-
-
 def show_depth_surface(viewer, run):
     """Add the depth map of the stack shown now as a 3D surface, and switch to 3D."""
     plane = layers.plane_at(run, viewer.dims.point)

@@ -27,7 +27,7 @@ from napari.utils.notifications import show_error, show_warning
 
 from ..batch import (
     OUTPUT_FORMATS, BatchOptions, group_by_regex, group_by_size, group_by_subfolder, group_by_sweeps,
-    holds_batch_outputs, is_complete, list_images, plan_outputs, read_manifest,
+    is_complete, list_images, plan_outputs,
 )  # fmt: skip
 from ..distributed import StackOutcome, process_one
 from ..engine.result import ALIGN_MODES, DEFAULTS, METHODS
@@ -60,7 +60,7 @@ PATTERN_TOOLTIP = (
 def find_stacks(root, grouping, *, stack_size=10, pattern=""):
     """The stacks in ``root`` by one of the :data:`GROUPINGS` rules.
 
-    Sub-folders of earlier results (:func:`holds_batch_outputs`) are not stacks.
+    Sub-folders of earlier results (:func:`~napari_focus_stack.batch.holds_batch_outputs`) are not stacks.
 
     Parameters
     ----------
@@ -80,9 +80,7 @@ def find_stacks(root, grouping, *, stack_size=10, pattern=""):
     if not root.is_dir():
         raise ValueError(f"{root}: not a folder")
     if grouping == "subfolders":
-        stacks = [
-            stack for stack in group_by_subfolder(root) if not holds_batch_outputs(Path(stack.paths[0]).parent)
-        ]
+        stacks = group_by_subfolder(root)
         if not stacks:
             loose = len(list_images(root))
             hint = f"; to group the {loose} images directly in it, choose another grouping" if loose else ""

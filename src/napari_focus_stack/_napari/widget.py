@@ -15,7 +15,7 @@ from napari.utils.notifications import show_error, show_warning
 
 from ..engine.backend import gpu_status
 from ..engine.result import ALIGN_MODES, DEFAULTS, METHODS, RANGES, StackParams
-from . import actions
+from . import actions, layers
 from .stacking import StackLayout, expected_steps, iter_stack_layer
 from .tasks import FrameTask
 
@@ -268,7 +268,17 @@ class FocusStackWidget(Container):
         if problems:
             show_warning("Alignment: " + "; ".join(problems))
         if self.show_aligned.value:
-            actions.show_aligned_stack(self.viewer, run)
+            self._show_aligned(run)
+
+    def _show_aligned(self, run):
+        """Add the aligned frames as a layer; they are warped off the main thread."""
+        if self.synchronous:
+            actions.add_or_replace(self.viewer, layers.aligned_layer(run))
+            return
+        worker = create_worker(layers.aligned_layer, run, _start_thread=False)
+        worker.returned.connect(lambda layer_data: actions.add_or_replace(self.viewer, layer_data))
+        worker.errored.connect(lambda error: show_error(f"Could not show the aligned frames: {error}"))
+        worker.start()
 
     def _show_cancelled(self):
         self.status.value = "Cancelled: no layers changed."
