@@ -107,3 +107,29 @@ def test_one_way_to_run_at_a_time(tmp_path):
 
 def test_outcome_is_failed_only_when_failed():
     assert StackOutcome("a", "failed", "why").failed and not StackOutcome("a", "skipped").failed
+
+
+def test_opencv_thread_count_is_restored_when_tasks_overlap():
+    import threading
+
+    import cv2
+
+    from napari_focus_stack.distributed import opencv_threads
+
+    before = cv2.getNumThreads()
+    inside, release = threading.Event(), threading.Event()
+
+    def task():
+        with opencv_threads(1):
+            inside.set()
+            release.wait(5)
+
+    other = threading.Thread(target=task)
+    other.start()
+    inside.wait(5)
+    with opencv_threads(1):
+        assert cv2.getNumThreads() == 1
+    assert cv2.getNumThreads() == 1  # the other task is still running
+    release.set()
+    other.join(5)
+    assert cv2.getNumThreads() == before

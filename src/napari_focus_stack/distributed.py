@@ -14,6 +14,7 @@ a cluster is used.
 
 import logging
 import os
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -91,18 +92,30 @@ def describe_error(exc):
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+#: OpenCV's thread count is process-wide: tasks running side by side in one
+#: worker share it. The first task in sets it, the last one out restores it.
+_OPENCV_THREADS = {"lock": threading.Lock(), "users": 0, "before": None}
+
+
 @contextmanager
 def opencv_threads(count):
     """Run with ``count`` OpenCV threads (None: leave as is), restored afterwards."""
     if count is None:
         yield
         return
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(int(count))
+    state = _OPENCV_THREADS
+    with state["lock"]:
+        if state["users"] == 0:
+            state["before"] = cv2.getNumThreads()
+            cv2.setNumThreads(int(count))
+        state["users"] += 1
     try:
         yield
     finally:
-        cv2.setNumThreads(before)
+        with state["lock"]:
+            state["users"] -= 1
+            if state["users"] == 0:
+                cv2.setNumThreads(state["before"])
 
 
 def process_one(stack, outdir, options):
