@@ -34,6 +34,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from .engine.align import reduction_factor
 from .engine.backend import host_available_memory
 
 #: Extensions (lower case) of the frame files that are read.
@@ -176,9 +177,7 @@ class FrameSequence:
         (250, 750)
         """
         height, width = self.shape[1:3]
-        factor = 1
-        while -(-max(height, width) // factor) > max_side:
-            factor *= 2
+        factor = reduction_factor((height, width), max_side)
         size = (-(-width // factor), -(-height // factor))
         loader = self._loaders[index]
         is_jpeg = (

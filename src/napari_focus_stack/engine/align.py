@@ -175,7 +175,7 @@ def registration_image(frame, max_side=REGISTRATION_MAX_SIDE):
     ((300, 1000), 'float32', 1.0)
     """
     gray = _luminance(frame)
-    factor = _reduction_factor(gray.shape, max_side)
+    factor = reduction_factor(gray.shape, max_side)
     if factor > 1:
         size = (-(-gray.shape[1] // factor), -(-gray.shape[0] // factor))
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
@@ -193,7 +193,7 @@ def _luminance(frame):
     return cv2.transform(frame.astype(np.float32, copy=False), weights)
 
 
-def _reduction_factor(shape, max_side):
+def reduction_factor(shape, max_side):
     """Smallest power of two that brings the long side of ``shape`` to ``max_side`` or less."""
     factor = 1
     while -(-max(shape[:2]) // factor) > max_side:
@@ -869,7 +869,7 @@ def estimate_gains(images, transforms, reference=None, *, full_shape=None):
 
 def shrink(image, max_side):
     """``image`` reduced by a power of two (area average) so its long side is at most ``max_side``."""
-    factor = _reduction_factor(image.shape, max_side)
+    factor = reduction_factor(image.shape, max_side)
     if factor == 1:
         return image
     size = (-(-image.shape[1] // factor), -(-image.shape[0] // factor))
@@ -883,7 +883,7 @@ def _exposure_image(image):
     it covers was within 2 % of an integer dtype's full scale.
     """
     image = np.asarray(image)
-    factor = _reduction_factor(image.shape, GAIN_MAX_SIDE)
+    factor = reduction_factor(image.shape, GAIN_MAX_SIDE)
     size = (-(-image.shape[1] // factor), -(-image.shape[0] // factor))
     channels = 1 if image.ndim == 2 else image.shape[2]
     values = cv2.resize(image.astype(np.float32), size, interpolation=cv2.INTER_AREA)
@@ -1072,9 +1072,6 @@ class AlignedFrames:
         self.warp_seconds += time.perf_counter() - started
         return frame
 
-    def reduced(self, k, max_side):
-        """Frame ``k`` as read, shrunk (alignment is estimated before any warping)."""
-        return self.frames.reduced(k, max_side)
 
     def coverage(self, k):
         """Where frame ``k`` has real pixels: a bool ``(Y, X)`` mask, or None for everywhere."""

@@ -170,10 +170,15 @@ def stack_tile(frames, params, be, levels, cancel, timings):
     return outputs
 
 
+def coverage_of(frames, k):
+    """Where frame ``k`` has real pixels (aligned frames), or None for everywhere."""
+    coverage = getattr(frames, "coverage", None)
+    return None if coverage is None else coverage(k)
+
+
 def _uncovered(frames, k, scale_factor, be):
     """Where frame ``k`` of ``frames`` has no real pixels (on the device, scaled), or None."""
-    coverage = getattr(frames, "coverage", None)
-    mask = None if coverage is None else coverage(k)
+    mask = coverage_of(frames, k)
     if mask is None:
         return None
     uncovered = be.asarray(~mask)
@@ -198,8 +203,7 @@ class CroppedFrames:
         return np.ascontiguousarray(self.frames[i][self.region])
 
     def coverage(self, k):
-        coverage = getattr(self.frames, "coverage", None)
-        mask = None if coverage is None else coverage(k)
+        mask = coverage_of(self.frames, k)
         return None if mask is None else mask[self.region]
 
 
