@@ -17,3 +17,14 @@ def real_stack():
         return path
 
     return get
+
+
+@pytest.fixture
+def fake_gpu(monkeypatch):
+    """Installs the CuPy stand-in (tests/fake_cupy.py): ``fake_gpu(devices=1, memory=...)`` returns its state."""
+    import fake_cupy
+
+    def install(devices=1, memory=16 * 2**30):
+        return fake_cupy.install(monkeypatch, devices, memory)
+
+    return install

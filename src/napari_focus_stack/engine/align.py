@@ -1073,6 +1073,31 @@ class AlignedFrames:
         return frame
 
 
+    def warp_job(self, k, region=None):
+        """Frame ``k`` (the part that ``region`` needs), to be warped on a device.
+
+        ``region`` is ``(rows, cols)`` slices of the output; the job holds
+        only the source pixels those output pixels' bicubic taps reach, so
+        a tile uploads its part of the frame, not the whole frame.
+        """
+        frame = self.frames[k]
+        height, width = self.shape[1:3]
+        rows, cols = region if region is not None else (slice(0, height), slice(0, width))
+        out_shape = (rows.stop - rows.start, cols.stop - cols.start)
+        transform = np.asarray(self.transforms[k], dtype=np.float64) @ _shift(cols.start, rows.start)
+        gain, offset = self.gains[k], self.offsets[k]
+        if np.array_equal(self.transforms[k], np.eye(3)):
+            return WarpJob(np.ascontiguousarray(frame[rows, cols]), None, out_shape, gain, offset, None)
+        x, y = (transform @ _corners(out_shape))[:2]
+        # the taps of Keys' cubic reach from floor(x) - 1 to floor(x) + 2; one
+        # more on each side for rounding in the coordinates
+        x_lo, x_hi = (int(np.clip(v, 0, width - 1)) for v in (math.floor(x.min()) - 2, math.floor(x.max()) + 3))
+        y_lo, y_hi = (int(np.clip(v, 0, height - 1)) for v in (math.floor(y.min()) - 2, math.floor(y.max()) + 3))
+        crop = np.ascontiguousarray(frame[y_lo : y_hi + 1, x_lo : x_hi + 1])
+        # the whole frame's pixel area, in the crop's coordinates (for coverage)
+        bounds = (-x_lo - 0.5, width - x_lo - 0.5, -y_lo - 0.5, height - y_lo - 0.5)
+        return WarpJob(crop, _shift(-x_lo, -y_lo) @ transform, out_shape, gain, offset, bounds)
+
     def coverage(self, k):
         """Where frame ``k`` has real pixels: a bool ``(Y, X)`` mask, or None for everywhere."""
         mask = coverage_mask(self.transforms[k], self.shape[1:3], self.shape[1:3])
@@ -1086,3 +1111,69 @@ class AlignedFrames:
             if mask is not None:
                 partial = ~mask if partial is None else partial | ~mask
         return partial
+
+
+
+def _shift(dx, dy):
+    """The 3x3 matrix that moves points by ``(dx, dy)``."""
+    return np.array([[1.0, 0, dx], [0, 1, dy], [0, 0, 1]])
+
+
+@dataclass
+class WarpJob:
+    """Part of a frame, and how to resample it into part of the reference geometry.
+
+    Made on the host (the read-ahead thread crops the decoded frame), done on
+    a device by :meth:`apply`: the raw pixels go up in their own dtype and
+    are warped, rounded and exposure-corrected there, as :func:`warp_frame`
+    does on the host (uint8 results are identical; see tests).
+    """
+
+    #: Raw source pixels (host), ``(Y, X[, C])``.
+    raw: np.ndarray
+    #: Output pixel -> ``raw`` pixel (3x3), or None when no resampling is needed.
+    matrix: np.ndarray
+    #: ``(Y, X)`` of the output.
+    out_shape: tuple
+    gain: object
+    offset: object
+    #: The whole frame's pixel area ``(x_lo, x_hi, y_lo, y_hi)`` in ``raw``'s coordinates.
+    bounds: tuple
+
+    def apply(self, be):
+        """The output frame on ``be``'s device, in ``raw``'s dtype."""
+        from .fuse import to_dtype
+
+        frame = be.asarray(self.raw)
+        if self.matrix is not None:
+            frame = to_dtype(be.warp_affine(frame, self.matrix, self.out_shape), frame.dtype, be)
+        if self.gain is None and self.offset is None:
+            return frame
+        channels = 1 if frame.ndim == 2 else frame.shape[2]
+        gain = np.broadcast_to(np.asarray(1.0 if self.gain is None else self.gain, float), (channels,))
+        offset = np.broadcast_to(np.asarray(0.0 if self.offset is None else self.offset, float), (channels,))
+        corrected = frame.astype(be.xp.float32)
+        planes = [corrected] if frame.ndim == 2 else [corrected[..., c] for c in range(channels)]  # views
+        for c, plane in enumerate(planes):
+            plane *= be.xp.float32(1 / gain[c])
+            plane += be.xp.float32(-offset[c] / gain[c])
+        return to_dtype(corrected, frame.dtype, be)
+
+    def uncovered(self, be):
+        """Where the output has no real pixels (bool, on the device), or None when it is all covered."""
+        if self.bounds is None:
+            return None
+        x_lo, x_hi, y_lo, y_hi = self.bounds
+        x, y = (self.matrix @ _corners(self.out_shape))[:2]
+        if x.min() >= x_lo and x.max() < x_hi and y.min() >= y_lo and y.max() < y_hi:
+            return None  # a convex outline inside: every pixel is inside
+        xp = be.xp
+        m = self.matrix
+        xs = xp.arange(self.out_shape[1], dtype=xp.float64)
+        ys = xp.arange(self.out_shape[0], dtype=xp.float64)[:, None]
+        sx = xs * float(m[0, 0]) + (ys * float(m[0, 1]) + float(m[0, 2]))
+        outside = (sx < x_lo) | (sx >= x_hi)
+        del sx
+        sy = xs * float(m[1, 0]) + (ys * float(m[1, 1]) + float(m[1, 2]))
+        outside |= (sy < y_lo) | (sy >= y_hi)
+        return outside

@@ -73,6 +73,7 @@ class NdimageBackend:
         self.xp = xp
         self._ndi = ndi
         self.name = name
+        self._constants = {}
 
     @property
     def ndi(self):
@@ -99,6 +100,18 @@ class NdimageBackend:
     def synchronize(self):
         """Wait for queued device work (no-op on the CPU)."""
 
+    def constant(self, values):
+        """``values`` (a small float32 vector: a filter kernel, colour weights) on the device.
+
+        Uploaded once per backend: on a GPU each upload from pageable host
+        memory waits for the queued work, which would stall every filter call.
+        """
+        key = tuple(float(v) for v in np.ravel(values))
+        array = self._constants.get(key)
+        if array is None:
+            array = self._constants[key] = self.xp.asarray(np.asarray(key, dtype=np.float32))
+        return array
+
     #: Errors that mean "this did not fit": the pipeline retries in smaller tiles.
     out_of_memory = (MemoryError,)
 
@@ -108,6 +121,10 @@ class NdimageBackend:
 
     def release_memory(self):
         """Return cached blocks to the device after an out-of-memory error."""
+
+    #: Whether the memory budget also holds the whole decoded frames (it is
+    #: the host's memory); a GPU's budget holds only what is on the GPU.
+    frames_in_budget = True
 
     def default_budget(self):
         """Working memory a run may use by default: half the free host memory."""
@@ -122,7 +139,7 @@ class NdimageBackend:
     # buffers between frames instead of faulting in fresh pages for each.
     def correlate_separable(self, image, kernel, mode="reflect", out=None):
         """Correlate both image axes with the same 1-D ``kernel``."""
-        k = self.xp.asarray(kernel, dtype=self.xp.float32)
+        k = self.constant(kernel)
         rows = self.ndi.correlate1d(image, k, axis=0, mode=mode)
         return self.ndi.correlate1d(rows, k, axis=1, mode=mode, output=out)
 
@@ -160,6 +177,56 @@ class NdimageBackend:
         kernel = np.asarray(PYRAMID_KERNEL, dtype=np.float32) * 2
         return self.correlate_separable(up, kernel, mode="mirror")
 
+    # --- resampling ----------------------------------------------------
+    #: Whether aligned frames are warped by :meth:`warp_affine` here (on the
+    #: device) rather than by OpenCV on the host's read-ahead thread.
+    warps_on_device = True
+    #: Output pixels warped at a time; bounds the warp's temporaries (about
+    #: 130 bytes per pixel of a band) and, on a GPU, the kernel launches.
+    warp_band_pixels = 2**16
+
+    def warp_affine(self, image, matrix, out_shape):
+        """Resample ``image`` by ``matrix`` as OpenCV's bicubic ``warpAffine`` does.
+
+        ``matrix`` (host, ``(2, 3)`` or ``(3, 3)``) maps output pixel
+        coordinates to ``image``'s; the kernel is Keys' cubic with
+        ``a = -0.75`` (OpenCV's ``INTER_CUBIC``) and pixels beyond the border
+        repeat it (``BORDER_REPLICATE``). Works on ``(Y, X)`` and ``(Y, X, C)``
+        of any dtype; returns float32 ``out_shape[:2] (+ C)``, unrounded.
+        Agrees with ``cv2.warpAffine`` to float32 rounding (tested).
+        """
+        xp = self.xp
+        height, width = image.shape[:2]
+        out_h, out_w = (int(v) for v in out_shape[:2])
+        channels = image.shape[2:]
+        flat = image.reshape((height * width,) + channels)
+        out = xp.empty((out_h, out_w) + channels, dtype=xp.float32)
+        m = [float(v) for v in np.asarray(matrix, dtype=np.float64)[:2].ravel()]
+        xs = xp.arange(out_w, dtype=xp.float64)
+        rows = max(1, self.warp_band_pixels // max(out_w, 1))
+        expand = (slice(None), slice(None)) + (None,) * len(channels)
+        for start in range(0, out_h, rows):
+            ys = xp.arange(start, min(out_h, start + rows), dtype=xp.float64)[:, None]
+            sx = xs * m[0] + (ys * m[1] + m[2])
+            sy = xs * m[3] + (ys * m[4] + m[5])
+            x0, y0 = xp.floor(sx), xp.floor(sy)
+            wx = _keys_weights((sx - x0).astype(xp.float32), xp)
+            wy = _keys_weights((sy - y0).astype(xp.float32), xp)
+            del sx, sy
+            x0, y0 = x0.astype(xp.int64), y0.astype(xp.int64)
+            band = None
+            for i in range(4):
+                offsets = xp.clip(y0 + (i - 1), 0, height - 1) * width
+                row = None
+                for j in range(4):
+                    taps = flat[offsets + xp.clip(x0 + (j - 1), 0, width - 1)].astype(xp.float32)
+                    taps *= wx[j][expand]
+                    row = taps if row is None else xp.add(row, taps, out=row)
+                row *= wy[i][expand]
+                band = row if band is None else xp.add(band, row, out=band)
+            out[start : start + rows] = band
+        return out
+
     # --- per-pixel -------------------------------------------------------
     def for_each_band(self, function, height, rows=128):
         """Call ``function(rows_slice)`` for bands of ``rows`` rows covering ``height``.
@@ -186,12 +253,26 @@ class NdimageBackend:
         xp = self.xp
         if frame.ndim == 2:
             return frame.astype(xp.float32)
-        w = xp.asarray(LUMA_WEIGHTS, dtype=xp.float32)
+        w = self.constant(LUMA_WEIGHTS)
         return frame.astype(xp.float32, copy=False) @ w
+
+
+def _keys_weights(t, xp):
+    """Weights of the taps at -1, 0, 1, 2 for fractions ``t`` (Keys' cubic, a = -0.75, as OpenCV)."""
+    a = xp.float32(-0.75)
+    u = t + xp.float32(1)
+    w0 = ((a * u - 5 * a) * u + 8 * a) * u - 4 * a
+    w1 = ((a + 2) * t - (a + 3)) * t * t + 1
+    s = 1 - t
+    w2 = ((a + 2) * s - (a + 3)) * s * s + 1
+    return w0, w1, w2, 1 - w0 - w1 - w2
 
 
 class OpenCVBackend(NdimageBackend):
     """CPU backend: same kernels and borders, evaluated by OpenCV."""
+
+    #: Aligned frames are warped by OpenCV on the read-ahead thread.
+    warps_on_device = False
 
     def __init__(self):
         super().__init__(np, None, "cpu")
@@ -287,6 +368,10 @@ class CupyBackend(NdimageBackend):
         super().__init__(cupy, cundi, f"gpu:{index}")
         self.index = index
         self.out_of_memory = (MemoryError, cupy.cuda.memory.OutOfMemoryError)
+
+    #: Larger bands on a GPU: fewer kernel launches (about 270 MB of temporaries).
+    warp_band_pixels = 2**21
+    frames_in_budget = False
 
     def device(self):
         """Context manager making this backend's GPU the current one."""

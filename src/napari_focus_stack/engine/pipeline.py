@@ -26,6 +26,7 @@ from .align import (
     GAIN_MAX_SIDE,
     REGISTRATION_MAX_SIDE,
     AlignedFrames,
+    WarpJob,
     estimate_gains,
     estimate_transforms,
     registration_image,
@@ -47,10 +48,11 @@ def value_range(dtype) -> float:
 def prepare_frame(raw, scale_factor, be):
     """Frame on the device, up-sampled by ``scale_factor``, in the input's dtype.
 
-    Integer frames stay integers (up-sampled values are rounded back), which
-    keeps memory small and makes every path see the same pixels.
+    ``raw`` is a host array, or a :class:`WarpJob` that is warped on the
+    device. Integer frames stay integers (up-sampled values are rounded
+    back), which keeps memory small and makes every path see the same pixels.
     """
-    frame = be.asarray(raw)
+    frame = raw.apply(be) if isinstance(raw, WarpJob) else be.asarray(raw)
     if scale_factor == 1:
         return frame
     upsampled = be.resize(frame.astype(be.xp.float32), scale_factor)
@@ -125,14 +127,14 @@ def stack_tile(frames, params, be, levels, cancel, timings):
     to_unit = be.xp.float32(1.0 / value_range(frames.dtype))
     stop = cancel.is_set if cancel is not None else (lambda: False)
     clock = time.perf_counter()
-    for k, raw in enumerate(prefetched(frames, stop)):
+    for k, raw in enumerate(prefetched(device_warped(frames, be), stop)):
         _check_cancel(cancel)
         t0 = time.perf_counter()
         frame = prepare_frame(raw, params.scale_factor, be)
         gray = be.luminance(frame)
         gray *= to_unit
         score = measure(gray)
-        uncovered = _uncovered(frames, k, params.scale_factor, be)
+        uncovered = _uncovered(frames, k, params.scale_factor, be, raw)
         if uncovered is not None:  # aligned frames: only real pixels compete
             be.xp.copyto(score, be.xp.float32(0), where=uncovered)
         t1 = time.perf_counter()
@@ -176,15 +178,41 @@ def coverage_of(frames, k):
     return None if coverage is None else coverage(k)
 
 
-def _uncovered(frames, k, scale_factor, be):
-    """Where frame ``k`` of ``frames`` has no real pixels (on the device, scaled), or None."""
-    mask = coverage_of(frames, k)
-    if mask is None:
+def _uncovered(frames, k, scale_factor, be, raw=None):
+    """Where frame ``k`` of ``frames`` has no real pixels (on the device, scaled), or None.
+
+    For a frame warped on the device (``raw`` a :class:`WarpJob`), the mask
+    is made there too.
+    """
+    if isinstance(raw, WarpJob):
+        uncovered = raw.uncovered(be)
+    else:
+        mask = coverage_of(frames, k)
+        uncovered = None if mask is None else be.asarray(~mask)
+    if uncovered is None:
         return None
-    uncovered = be.asarray(~mask)
     if scale_factor > 1:
         uncovered = be.xp.repeat(be.xp.repeat(uncovered, scale_factor, axis=0), scale_factor, axis=1)
     return uncovered
+
+
+class _WarpJobs:
+    """A sequence of :class:`WarpJob` for frames that the device warps."""
+
+    def __init__(self, frames):
+        self.frames = frames
+        self.dtype, self.shape = frames.dtype, frames.shape
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, k):
+        return self.frames.warp_job(k)
+
+
+def device_warped(frames, be):
+    """``frames``, or their :class:`WarpJob` where ``be`` warps aligned frames on its device."""
+    return _WarpJobs(frames) if be.warps_on_device and hasattr(frames, "warp_job") else frames
 
 
 class CroppedFrames:
@@ -205,6 +233,11 @@ class CroppedFrames:
     def coverage(self, k):
         mask = coverage_of(self.frames, k)
         return None if mask is None else mask[self.region]
+
+    def __getattr__(self, name):
+        if name == "warp_job" and hasattr(self.frames, "warp_job"):  # aligned frames: crop before warping
+            return lambda k: self.frames.warp_job(k, self.region)
+        raise AttributeError(name)
 
 
 class _AnyOf:
@@ -249,14 +282,15 @@ def _output_arrays(frames, params):
 def _stack_tiles(frames, params, be, tiles, levels, cancel, timings):
     """Tiles one after the other on one backend; yields Progress, returns the outputs."""
     n = len(frames)
-    if len(tiles) == 1:
-        return (yield from _relabel(stack_tile(frames, params, be, levels, cancel, timings), 0, n))
-    outputs = _output_arrays(frames, params)
-    for i, tile in enumerate(tiles):
-        steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, cancel, timings)
-        for whole, part in zip(outputs, (yield from _relabel(steps, i * n, len(tiles) * n))):
-            whole[tile.write] = part[tile.keep]
-    return outputs
+    with be.device():  # the backend's GPU, whichever thread created the backend
+        if len(tiles) == 1:
+            return (yield from _relabel(stack_tile(frames, params, be, levels, cancel, timings), 0, n))
+        outputs = _output_arrays(frames, params)
+        for i, tile in enumerate(tiles):
+            steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, cancel, timings)
+            for whole, part in zip(outputs, (yield from _relabel(steps, i * n, len(tiles) * n))):
+                whole[tile.write] = part[tile.keep]
+        return outputs
 
 
 def _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, timings):
@@ -332,8 +366,16 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
     levels = pyramid_levels((frames.shape[1] * s, frames.shape[2] * s))
     budget = max_memory or backends[0].default_budget()
     out_of_memory = tuple({error for b in backends for error in b.out_of_memory})
+    device_warp = alignment is not None and backends[0].warps_on_device
+    plan = {
+        "frames_in_budget": backends[0].frames_in_budget,
+        "warp_band_pixels": backends[0].warp_band_pixels if device_warp else 0,
+    }
+    if len(backends) > 1:  # one stack on several devices: at least a tile for each
+        whole = plan_tiles(frames.shape[1:3], params, 2**62, channels, frames.dtype.itemsize, **plan)
+        budget = min(budget, tile_bytes(whole, params, channels, frames.dtype.itemsize, plan["warp_band_pixels"]) // len(backends))
     while True:
-        tiles = plan_tiles(frames.shape[1:3], params, budget, channels, frames.dtype.itemsize)
+        tiles = plan_tiles(frames.shape[1:3], params, budget, channels, frames.dtype.itemsize, **plan)
         try:
             if len(backends) == 1:
                 steps = _stack_tiles(frames, params, backends[0], tiles, levels, cancel, timings)
@@ -345,7 +387,7 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
             for b in backends:
                 b.release_memory()
             # half of what the largest tile needed, so the next plan has smaller tiles
-            budget = tile_bytes(tiles, params, channels, frames.dtype.itemsize) // 2
+            budget = tile_bytes(tiles, params, channels, frames.dtype.itemsize, plan["warp_band_pixels"]) // 2
     metadata = {**(metadata or {}), "n_frames": n, "tiles": len(tiles)}
     transforms = partial = None
     if alignment is not None:
@@ -461,8 +503,9 @@ def run_refuse(frames, depth, scale_factor, be, *, cancel=None):
     """
     n = len(frames)
     stop = cancel.is_set if cancel is not None else (lambda: False)
-    prepared = (prepare_frame(raw, scale_factor, be) for raw in prefetched(frames, stop))
-    steps = fuse_frames_at_depth(prepared, n, be.asarray(depth).astype(be.xp.float32), be)
-    fused = yield from _relabel(steps, 0, n, "re-fusing")
-    _check_cancel(cancel)
-    return be.to_host(to_dtype(fused, frames.dtype, be))
+    with be.device():
+        prepared = (prepare_frame(raw, scale_factor, be) for raw in prefetched(device_warped(frames, be), stop))
+        steps = fuse_frames_at_depth(prepared, n, be.asarray(depth).astype(be.xp.float32), be)
+        fused = yield from _relabel(steps, 0, n, "re-fusing")
+        _check_cancel(cancel)
+        return be.to_host(to_dtype(fused, frames.dtype, be))

@@ -48,8 +48,19 @@ def reach(params, out_shape):
     return focus
 
 
-def working_bytes_per_pixel(channels, itemsize, params):
-    """Bytes of working memory per output pixel while a tile streams through."""
+def warp_band_bytes(band_pixels, channels, itemsize):
+    """Temporaries of warping one band of ``band_pixels`` on a device
+    (:meth:`~.backend.NdimageBackend.warp_affine`): coordinates, indices,
+    tap weights and the gathered taps."""
+    return int(1.25 * band_pixels * (112 + channels * (itemsize + 12)))
+
+
+def working_bytes_per_pixel(channels, itemsize, params, device_warp=False):
+    """Bytes of working memory per output pixel while a tile streams through.
+
+    ``device_warp``: aligned frames are warped on the device, which holds the
+    raw part of the frame, its warped float copy and the rounded result.
+    """
     frame = channels * itemsize
     select = 4 * 4 + 2 + 3 * 4 + 4 + 2  # best/below/above/total, index, focus buffers, grey, masks
     if params.method == "depthmap":
@@ -61,6 +72,8 @@ def working_bytes_per_pixel(channels, itemsize, params):
     if params.scale_factor > 1:
         fuse += channels * 4  # up-sampled float frame
     raw = 2 * frame / params.scale_factor**2  # decoded frame and the one read ahead
+    if device_warp:
+        raw += 2 * frame + 2 * channels * 4
     outputs = 8 + frame  # the tile's depth, confidence and fused image
     # a quarter more, for what the count leaves out (bands being finished,
     # the decoder's buffers)
@@ -86,30 +99,47 @@ def _axis_tiles(size, core, halo):
     return spans
 
 
-def plan_tiles(in_shape, params, budget_bytes, channels, itemsize):
+def plan_tiles(in_shape, params, budget_bytes, channels, itemsize, *, frames_in_budget=True, warp_band_pixels=0):
     """Tiles covering an input of ``in_shape`` (Y, X) within ``budget_bytes``.
 
     Returns a single tile covering everything when the whole image fits.
     Every tile reads whole frames and crops them (a JPEG cannot be decoded in
-    parts): three whole frames (decoded, warped, read ahead) are set aside
-    from the budget before tiles are sized.
+    parts). When the budget is the memory that holds those frames
+    (``frames_in_budget``: the host's, on the CPU) three whole frames
+    (decoded, warped, read ahead) are set aside from it before tiles are
+    sized; a GPU's budget holds only the tiles. ``warp_band_pixels``: aligned
+    frames are warped on the device in bands of that many pixels, whose
+    temporaries are set aside too.
     Raises MemoryBudgetError when even the smallest useful tile does not fit.
     """
     s = params.scale_factor
     height, width = in_shape
-    per_pixel = working_bytes_per_pixel(channels, itemsize, params)
-    if height * width * s * s * per_pixel <= budget_bytes:
+    band = warp_band_pixels
+    per_pixel = working_bytes_per_pixel(channels, itemsize, params, band > 0)
+    in_pixel = per_pixel * s * s  # per input pixel of a tile
+
+    def warp_reserve(pixels):  # a tile of ``pixels`` is warped in bands of at most ``band``
+        return warp_band_bytes(min(band, pixels), channels, itemsize) if band else 0
+
+    if height * width * in_pixel + warp_reserve(height * width) <= budget_bytes:
         return [Tile((slice(0, height), slice(0, width)), (slice(None), slice(None)), (slice(None), slice(None)))]
-    whole_frames = 3 * height * width * channels * itemsize
+    whole_frames = 3 * height * width * channels * itemsize if frames_in_budget else 0
     tile_budget = budget_bytes - whole_frames
 
     # Tile origins on a grid fine enough for the pyramid's sub-sampling.
     align = 2 ** pyramid_levels((height * s, width * s)) if params.method == "pyramid" else 1
     halo = math.ceil((math.ceil(reach(params, (height * s, width * s)) / s) + 1) / align) * align
-    side = math.isqrt(max(0, int(tile_budget / per_pixel))) // s  # input pixels per tile side, halo included
+    # input pixels per tile side, halo included
+    if band:  # a tile warped in one band, or in bands of ``band`` pixels if larger
+        side = math.isqrt(max(0, int(tile_budget / (in_pixel + warp_band_bytes(1, channels, itemsize)))))
+        if side * side > band:
+            side = max(math.isqrt(band), math.isqrt(max(0, int((tile_budget - warp_reserve(band)) / in_pixel))))
+    else:
+        side = math.isqrt(max(0, int(tile_budget / in_pixel)))
     core = (side - 2 * halo) // align * align
     if core < max(align, 16):
-        need = (2 * halo + max(align, 16)) ** 2 * s * s * per_pixel + whole_frames
+        smallest = (2 * halo + max(align, 16)) ** 2
+        need = smallest * in_pixel + warp_reserve(smallest) + whole_frames
         raise MemoryBudgetError(
             f"a memory budget of {format_bytes(budget_bytes)} is too small for these parameters; "
             f"at least {format_bytes(need)} is needed"
@@ -123,8 +153,9 @@ def plan_tiles(in_shape, params, budget_bytes, channels, itemsize):
     return tiles
 
 
-def tile_bytes(tiles, params, channels, itemsize):
+def tile_bytes(tiles, params, channels, itemsize, warp_band_pixels=0):
     """Working bytes the largest of ``tiles`` was planned to need."""
-    per_pixel = working_bytes_per_pixel(channels, itemsize, params)
+    per_pixel = working_bytes_per_pixel(channels, itemsize, params, warp_band_pixels > 0)
     area = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
-    return int(area * params.scale_factor**2 * per_pixel)
+    warp = warp_band_bytes(min(warp_band_pixels, area), channels, itemsize) if warp_band_pixels else 0
+    return int(area * params.scale_factor**2 * per_pixel) + warp

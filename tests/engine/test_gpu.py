@@ -1,0 +1,199 @@
+"""The GPU path: on a real GPU when CuPy sees one, and always on the CuPy stand-in.
+
+The stand-in (``tests/fake_cupy.py``) computes with NumPy but refuses what
+CuPy refuses (implicit host conversions, host arrays in device arithmetic,
+arrays used on another device), counts transfers and device memory, and
+raises CuPy's out-of-memory error past its simulated memory. Tests that need
+those counts run on it only; the others also run on a real GPU.
+
+Agreement with the CPU (tolerances stated here and in docs/ALGORITHMS.md):
+depth within 1e-4 slices and confidence within 1e-4 where the image has
+texture, fused pixels within 1 grey level (float32 rounding flips under 0.5 %).
+Aligned stacks add the exposure correction's rounding: OpenCV's fixed-point
+colour transform differs from the device's float one by 1 level in about
+1 % of pixels.
+"""
+
+import numpy as np
+import pytest
+
+from napari_focus_stack import focus_stack, fuse_from_depth, simulate_stack
+from napari_focus_stack.engine.backend import DeviceUnavailableError, get_backend, gpu_status
+from napari_focus_stack.engine.result import StackParams
+from napari_focus_stack.engine.tiling import MemoryBudgetError, working_bytes_per_pixel
+
+METHODS = ["weighted", "depthmap", "pyramid"]
+
+
+@pytest.fixture(params=["fake", "real"])
+def gpu(request):
+    """The CuPy stand-in's state, or None on a real GPU (skipped where there is none)."""
+    if request.param == "fake":
+        return request.getfixturevalue("fake_gpu")()
+    pytest.importorskip("cupy")
+    ok, why = gpu_status()
+    if not ok:
+        pytest.skip(why)
+    return None
+
+
+@pytest.fixture(scope="module")
+def rgb():
+    return simulate_stack((160, 192), 6, texture="mixed", depth="dome", rgb=True, noise=0.01, seed=31)
+
+
+@pytest.fixture(scope="module")
+def moving():
+    return simulate_stack(
+        (200, 240), 6, texture="mixed", depth="slope", rgb=True, noise=0.01,
+        drift=5, breathing=0.02, gain=0.05, seed=32,
+    )
+
+
+def assert_agree(cpu, gpu_result, *, fused_levels=1, fused_fraction=5e-3, depth_tol=1e-4):
+    textured = cpu.confidence > 0.2
+    assert textured.mean() > 0.3  # the comparison covers most of the image
+    assert gpu_result.fused.dtype == cpu.fused.dtype and gpu_result.fused.shape == cpu.fused.shape
+    assert np.abs(gpu_result.depth - cpu.depth)[textured].max() <= depth_tol
+    assert np.abs(gpu_result.confidence - cpu.confidence)[textured].max() <= 1e-4
+    difference = np.abs(gpu_result.fused.astype(np.int64) - cpu.fused)
+    assert difference.max() <= fused_levels
+    assert (difference > 0).mean() <= fused_fraction
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("kind", ["gray-uint8", "rgb-uint8", "rgb-uint16"])
+def test_gpu_agrees_with_cpu(gpu, method, kind):
+    colour, dtype = kind.split("-")
+    sim = simulate_stack((128, 144), 5, rgb=colour == "rgb", dtype=dtype, noise=0.01, seed=33)
+    cpu = focus_stack(sim.frames, method=method, device="cpu")
+    on_gpu = focus_stack(sim.frames, method=method, device="gpu")
+    assert on_gpu.device == "gpu:0"
+    assert_agree(cpu, on_gpu)
+
+
+def test_only_frames_go_up_and_only_results_come_back(fake_gpu, rgb):
+    state = fake_gpu()
+    result = focus_stack(rgb.frames, device="gpu", align="none")
+    frames = [(shape, dtype) for shape, dtype in state.uploads if len(shape) > 1]
+    constants = [shape for shape, dtype in state.uploads if len(shape) <= 1]
+    # each frame goes up once, as uint8; the rest is a few filter kernels
+    assert frames == [((160, 192, 3), np.dtype(np.uint8))] * 6
+    assert len(constants) <= 8 and all(shape[0] <= 32 for shape in constants)
+    assert state.downloads == [
+        ((160, 192, 3), np.dtype(np.uint8)),
+        ((160, 192), np.dtype(np.float32)),
+        ((160, 192), np.dtype(np.float32)),
+    ]
+    assert result.fused.dtype == np.uint8
+
+
+def test_aligned_frames_are_warped_on_the_device(fake_gpu, moving):
+    state = fake_gpu()
+    result = focus_stack(moving.frames, device="gpu")
+    assert result.transforms is not None and not np.allclose(result.transforms, np.eye(3))
+    # raw uint8 frames (cropped to what the warp reaches) go up; no warped
+    # frame or coverage mask is made on the host
+    frames = [(shape, dtype) for shape, dtype in state.uploads if len(shape) > 1]
+    assert len(frames) == 6 and all(dtype == np.uint8 and len(shape) == 3 for shape, dtype in frames)
+    assert len(state.downloads) == 3
+
+
+def test_aligned_stack_agrees_with_cpu(gpu, moving):
+    cpu = focus_stack(moving.frames, device="cpu")
+    on_gpu = focus_stack(moving.frames, device="gpu")
+    np.testing.assert_array_equal(on_gpu.transforms, cpu.transforms)
+    np.testing.assert_array_equal(on_gpu.partial_coverage, cpu.partial_coverage)
+    # exposure correction: OpenCV's fixed-point rounding vs the device's float
+    assert_agree(cpu, on_gpu, fused_fraction=0.02, depth_tol=2e-3)
+
+
+def test_device_warp_matches_opencv():
+    import cv2
+
+    from napari_focus_stack.engine.backend import NdimageBackend
+
+    rng = np.random.default_rng(5)
+    be = NdimageBackend()
+    matrix = np.array([[1.013, 0.02, -2.7], [-0.018, 0.994, 1.4]])
+    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    for image in [(rng.random((70, 90, 3)) * 255).astype(np.uint8), rng.random((70, 90), dtype=np.float32)]:
+        expected = cv2.warpAffine(image, matrix, (80, 60), flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        warped = be.warp_affine(image, matrix, (60, 80))
+        assert warped.dtype == np.float32 and warped.shape == expected.shape
+        if image.dtype == np.uint8:  # rounded, identical
+            np.testing.assert_array_equal(np.clip(np.rint(warped), 0, 255).astype(np.uint8), expected)
+        else:
+            np.testing.assert_allclose(warped, expected, rtol=0, atol=1e-5)
+
+
+def tiling_budget(shape, fraction, **params):
+    """A device budget that holds about ``fraction`` of the image at once."""
+    p = StackParams(**params)
+    return int(working_bytes_per_pixel(3, 1, p) * shape[0] * shape[1] * fraction)
+
+
+@pytest.mark.parametrize("align", ["none", "similarity"])
+def test_tiles_on_gpu_equal_one_pass_and_respect_the_budget(fake_gpu, moving, align):
+    state = fake_gpu()
+    whole = focus_stack(moving.frames, device="gpu", align=align)
+    budget = tiling_budget((200, 240), 0.3, align=align) + (2**20 if align != "none" else 0)
+    state.reset_peaks()
+    tiled = focus_stack(moving.frames, device="gpu", align=align, max_memory=budget)
+    assert tiled.metadata["tiles"] > 1
+    assert state.peak[0] <= budget
+    np.testing.assert_allclose(tiled.depth, whole.depth, rtol=0, atol=1e-5 * 6)
+    assert np.abs(tiled.fused.astype(int) - whole.fused).max() <= 1
+
+
+def test_out_of_memory_on_the_device_is_retried_in_smaller_tiles(fake_gpu, rgb):
+    expected = focus_stack(rgb.frames, device="cpu")
+    # the simulated GPU holds a third of what one pass needs; the budget claims more
+    state = fake_gpu(memory=tiling_budget((160, 192), 0.35))
+    result = focus_stack(rgb.frames, device="gpu", max_memory=8 * 2**30)
+    assert result.metadata["tiles"] > 1
+    assert max(state.peak) <= state.memory
+    assert_agree(expected, result)
+
+
+def test_a_device_too_small_for_any_tile_is_a_clear_error(fake_gpu, rgb):
+    fake_gpu(memory=200_000)
+    with pytest.raises(MemoryBudgetError, match="too small"):
+        focus_stack(rgb.frames, device="gpu", max_memory=8 * 2**30)
+
+
+def test_gpu_all_spreads_tiles_over_devices(fake_gpu, rgb):
+    state = fake_gpu(devices=2)
+    one = focus_stack(rgb.frames, device="gpu:0")
+    state.allocations = [0, 0]
+    both = focus_stack(rgb.frames, device="gpu:all")
+    assert both.device == "gpu:0,gpu:1"
+    assert both.metadata["tiles"] >= 2  # one stack is split so that both devices work
+    assert state.allocations[0] > 0 and state.allocations[1] > 0
+    np.testing.assert_allclose(both.depth, one.depth, rtol=0, atol=1e-5 * 6)
+
+
+def test_second_gpu_keeps_everything_on_it(fake_gpu, rgb):
+    state = fake_gpu(devices=2)
+    result = focus_stack(rgb.frames, device="gpu:1")
+    assert result.device == "gpu:1"
+    assert state.allocations[0] == 0 and state.allocations[1] > 0
+
+
+def test_device_selection_with_a_gpu(fake_gpu):
+    fake_gpu(devices=1)
+    assert get_backend("auto").name == "gpu:0"
+    assert get_backend("cpu").name == "cpu"
+    assert gpu_status() == (True, "GPU available (gpu:0)")
+    with pytest.raises(DeviceUnavailableError, match=r"GPU 1 requested but only 1 GPU\(s\) found"):
+        get_backend("gpu:1")
+
+
+def test_refuse_on_gpu_agrees_with_cpu(gpu, moving):
+    result = focus_stack(moving.frames, method="depthmap", device="cpu")
+    depth = result.depth.copy()
+    depth[:, :100] = 2.0  # a retouched region
+    cpu = fuse_from_depth(moving.frames, depth, result=result, device="cpu")
+    on_gpu = fuse_from_depth(moving.frames, depth, result=result, device="gpu")
+    difference = np.abs(on_gpu.astype(int) - cpu)
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.02

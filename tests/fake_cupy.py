@@ -1,0 +1,324 @@
+"""A strict stand-in for CuPy, so the GPU code path runs on machines without a GPU.
+
+Most machines that run these tests have no GPU, so without this module the
+CuPy backend would never run in CI. :func:`install` puts modules named
+``cupy``, ``cupyx``, ``cupyx.scipy`` and ``cupyx.scipy.ndimage`` in
+``sys.modules``; they compute with NumPy and SciPy but behave like CuPy where
+a mistake would otherwise only show on a GPU:
+
+* device arrays are not NumPy arrays: ``np.asarray(device_array)`` and
+  anything else that converts implicitly (OpenCV, ``np.copyto`` with a host
+  destination...) raises ``TypeError``, as CuPy does; ``cupy.asnumpy`` and
+  ``.get()`` are the only ways back, and they are counted;
+* host arrays are rejected where CuPy rejects them (in arithmetic with
+  device arrays, as filter inputs); ``cupy.asarray`` uploads, and is counted;
+* every array belongs to the device that was current (per thread) when it
+  was made, and using it while another device is current raises, like
+  CuPy's kernels do;
+* device memory is accounted (arrays owning their data, freed when
+  collected), its peak recorded per device, and an allocation beyond the
+  simulated memory raises ``cupy.cuda.memory.OutOfMemoryError``.
+
+It is not a simulator of CUDA's timing or streams: it checks what code does
+to arrays, not how fast it is.
+"""
+
+import sys
+import threading
+import types
+import weakref
+
+import numpy as np
+import scipy.ndimage
+from numpy.lib.mixins import NDArrayOperatorsMixin
+
+
+class OutOfMemoryError(MemoryError):
+    """What ``cupy.cuda.memory.OutOfMemoryError`` is here (CuPy's also derives from MemoryError)."""
+
+
+class CUDARuntimeError(RuntimeError):
+    pass
+
+
+class FakeGPUState:
+    """What the fake devices saw: transfers, memory in use and its peak."""
+
+    def __init__(self, devices=1, memory=16 * 2**30):
+        self.count = devices
+        self.memory = memory
+        self.live = [0] * devices
+        self.peak = [0] * devices
+        self.allocations = [0] * devices
+        self.uploads = []  # (shape, dtype) of each host -> device copy
+        self.downloads = []  # (shape, dtype) of each device -> host copy
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._owned = {}
+
+    @property
+    def current(self):
+        return getattr(self._local, "device", 0)
+
+    @current.setter
+    def current(self, index):
+        self._local.device = index
+
+    def reset_peaks(self):
+        self.peak = list(self.live)
+
+    def _account(self, array, device):
+        """Count ``array``'s bytes against ``device`` until it is collected."""
+        if array.base is not None or array.nbytes == 0 or id(array) in self._owned:
+            return
+        with self._lock:
+            if self.live[device] + array.nbytes > self.memory:
+                raise OutOfMemoryError(
+                    f"Out of memory allocating {array.nbytes:,} bytes "
+                    f"(allocated so far: {self.live[device]:,} bytes)."
+                )
+            self.live[device] += array.nbytes
+            self.peak[device] = max(self.peak[device], self.live[device])
+            self.allocations[device] += 1
+            key = id(array)
+            self._owned[key] = weakref.finalize(array, self._release, key, device, array.nbytes)
+
+    def _release(self, key, device, nbytes):
+        with self._lock:
+            self.live[device] -= nbytes
+            self._owned.pop(key, None)
+
+
+STATE = FakeGPUState()
+
+
+class DeviceArray(NDArrayOperatorsMixin):
+    """An array 'on a device': NumPy inside, no implicit way out."""
+
+    __slots__ = ("_a", "device_id", "__weakref__")
+
+    def __init__(self, array, device):
+        self._a = array
+        self.device_id = device
+
+    # --- the ways out -------------------------------------------------
+    def __array__(self, *args, **kwargs):
+        raise TypeError(
+            "Implicit conversion to a NumPy array is not allowed. "
+            "Please use `.get()` to construct a NumPy array explicitly."
+        )
+
+    def get(self, stream=None):
+        STATE.downloads.append((self._a.shape, self._a.dtype))
+        return self._a.copy()
+
+    def tolist(self):
+        return self.get().tolist()
+
+    def item(self):
+        return self._a.item()
+
+    def __bool__(self):
+        return bool(self._a)
+
+    def __float__(self):
+        return float(self._a)
+
+    def __int__(self):
+        return int(self._a)
+
+    # --- array protocol -----------------------------------------------
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        out = kwargs.pop("out", None)
+        kwargs = _unwrap(kwargs)
+        if out is not None:
+            kwargs["out"] = tuple(_unwrap(o) for o in out)
+        result = getattr(ufunc, method)(*_unwrap(inputs), **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return _wrap(result)
+
+    def __array_function__(self, func, types_, args, kwargs):
+        return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
+
+    def __getattr__(self, name):
+        attr = getattr(_unwrap(self), name)
+        if callable(attr):
+            return lambda *args, **kwargs: _wrap(attr(*_unwrap(args), **_unwrap(kwargs)))
+        return _wrap(attr) if isinstance(attr, np.ndarray) else attr
+
+    def __getitem__(self, key):
+        return _wrap(_unwrap(self)[_unwrap(key, host_ok=True)])
+
+    def __setitem__(self, key, value):
+        _unwrap(self)[_unwrap(key, host_ok=True)] = _unwrap(value)
+
+    def __len__(self):
+        return len(self._a)
+
+    def __iter__(self):
+        return (_wrap(row) for row in _unwrap(self))
+
+    def __repr__(self):
+        return f"DeviceArray(device={self.device_id}, {self._a!r})"
+
+    @property
+    def T(self):
+        return _wrap(self._a.T)
+
+
+def _wrap(value, device=None):
+    """NumPy results as device arrays (scalars as 0-d arrays, as CuPy's reductions give)."""
+    if isinstance(value, DeviceArray):
+        return value
+    if isinstance(value, np.ndarray):
+        device = STATE.current if device is None else device
+        STATE._account(value, device)
+        return DeviceArray(value, device)
+    if isinstance(value, np.generic) and not isinstance(value, (np.dtype,)):
+        return _wrap(np.asarray(value), device)
+    if isinstance(value, tuple):
+        return tuple(_wrap(v, device) for v in value)
+    if isinstance(value, list):
+        return [_wrap(v, device) for v in value]
+    return value
+
+
+def _unwrap(value, host_ok=False):
+    """The NumPy arrays inside; host arrays and other devices' arrays are errors."""
+    if isinstance(value, DeviceArray):
+        if value.device_id != STATE.current:
+            raise ValueError(
+                f"The device where the array resides ({value.device_id}) is different "
+                f"from the current device ({STATE.current})."
+            )
+        return value._a
+    if isinstance(value, np.ndarray) and not host_ok:
+        raise TypeError(f"Unsupported type {type(value)} (a host array where a device array is needed)")
+    if isinstance(value, tuple):
+        return tuple(_unwrap(v, host_ok) for v in value)
+    if isinstance(value, list):
+        return [_unwrap(v, host_ok) for v in value]
+    if isinstance(value, dict):
+        return {k: _unwrap(v, host_ok) for k, v in value.items()}
+    return value
+
+
+# --- the ``cupy`` module ---------------------------------------------------
+def asarray(a, dtype=None, order=None):
+    if isinstance(a, DeviceArray):
+        return a if dtype is None or a.dtype == dtype else a.astype(dtype)
+    host = np.array(a, dtype=dtype, order=order or "K", copy=True)
+    if isinstance(a, (np.ndarray, list, tuple)):
+        STATE.uploads.append((host.shape, host.dtype))
+    return _wrap(host)
+
+
+def array(a, dtype=None, copy=True, order="K"):
+    if isinstance(a, DeviceArray):
+        return _wrap(np.array(_unwrap(a), dtype=dtype, copy=True, order=order))
+    return asarray(a, dtype=dtype, order=order)
+
+
+def asnumpy(a, stream=None):
+    return a.get() if isinstance(a, DeviceArray) else np.asarray(a)
+
+
+def _function(func):
+    def call(*args, **kwargs):
+        return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
+
+    call.__name__ = getattr(func, "__name__", "function")
+    return call
+
+
+class _Device:
+    def __init__(self, index=None):
+        self.id = STATE.current if index is None else int(index)
+        if not 0 <= self.id < STATE.count:
+            raise CUDARuntimeError("cudaErrorInvalidDevice: invalid device ordinal")
+        self._previous = []
+
+    def use(self):
+        STATE.current = self.id
+
+    def synchronize(self):
+        pass
+
+    def __enter__(self):
+        self._previous.append(STATE.current)
+        STATE.current = self.id
+        return self
+
+    def __exit__(self, *exc):
+        STATE.current = self._previous.pop()
+
+
+class _MemoryPool:
+    def used_bytes(self):
+        return STATE.live[STATE.current]
+
+    def total_bytes(self):
+        return STATE.peak[STATE.current]
+
+    def free_bytes(self):
+        return 0
+
+    def free_all_blocks(self):
+        STATE.reset_peaks()
+
+
+_POOL = _MemoryPool()
+
+
+def _runtime():
+    runtime = types.SimpleNamespace()
+    runtime.getDeviceCount = lambda: STATE.count
+    runtime.memGetInfo = lambda: (STATE.memory - STATE.live[STATE.current], STATE.memory)
+    runtime.runtimeGetVersion = lambda: 13000
+    runtime.getDeviceProperties = lambda i: {"name": f"Fake GPU {i}".encode(), "totalGlobalMem": STATE.memory}
+    runtime.CUDARuntimeError = CUDARuntimeError
+    return runtime
+
+
+class _CupyModule(types.ModuleType):
+    """``cupy``: anything not defined here is NumPy's, wrapped."""
+
+    def __getattr__(self, name):
+        attr = getattr(np, name)
+        if isinstance(attr, type) or not callable(attr):
+            return attr  # dtypes (cupy.float32 is numpy.float32), constants
+        return _function(attr)
+
+
+def _make_modules():
+    cupy = _CupyModule("cupy")
+    cupy.__version__ = "0.0-fake"
+    cupy.ndarray = DeviceArray
+    cupy.asarray = asarray
+    cupy.array = array
+    cupy.asnumpy = asnumpy
+    cupy.get_default_memory_pool = lambda: _POOL
+    cupy.cuda = types.SimpleNamespace(
+        Device=_Device,
+        runtime=_runtime(),
+        memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
+    )
+
+    ndimage = types.ModuleType("cupyx.scipy.ndimage")
+    for name in dir(scipy.ndimage):
+        if not name.startswith("_") and callable(getattr(scipy.ndimage, name)):
+            setattr(ndimage, name, _function(getattr(scipy.ndimage, name)))
+    cupyx = types.ModuleType("cupyx")
+    cupyx_scipy = types.ModuleType("cupyx.scipy")
+    cupyx.scipy, cupyx_scipy.ndimage = cupyx_scipy, ndimage
+    return {"cupy": cupy, "cupyx": cupyx, "cupyx.scipy": cupyx_scipy, "cupyx.scipy.ndimage": ndimage}
+
+
+def install(monkeypatch, devices=1, memory=16 * 2**30):
+    """Install fresh fake CuPy modules (undone by ``monkeypatch``); returns their state."""
+    global STATE
+    STATE = FakeGPUState(devices, memory)
+    for name, module in _make_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return STATE
