@@ -133,3 +133,35 @@ def test_opencv_thread_count_is_restored_when_tasks_overlap():
     release.set()
     other.join(5)
     assert cv2.getNumThreads() == before
+
+
+def test_gpu_all_gives_each_worker_its_own_gpu(fake_gpu, monkeypatch):
+    from types import SimpleNamespace
+
+    from napari_focus_stack.distributed import worker_device
+
+    fake_gpu(devices=2)
+    assert worker_device("gpu:all") == "gpu:all"  # serial: each stack's tiles use both
+    assert worker_device("gpu") == "gpu" and worker_device("cpu") == "cpu"
+    for name, expected in [(0, "gpu:0"), (1, "gpu:1"), (2, "gpu:0"), (3, "gpu:1")]:
+        monkeypatch.setattr(distributed, "get_worker", lambda name=name: SimpleNamespace(name=name))
+        assert worker_device("gpu:all") == expected
+
+
+def test_stacks_spread_over_gpus_on_a_cluster(scans, serial, tmp_path, fake_gpu):
+    state = fake_gpu(devices=2)
+    outdir = tmp_path / "gpus"
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
+    ) as cluster:
+        with distributed.Client(cluster) as client:
+            outcomes = stack_many(
+                group_by_subfolder(scans), outdir, client=client, depth=True, confidence=True, device="gpu:all"
+            )
+    assert [(o.name, o.status) for o in outcomes] == [(o.name, o.status) for o in serial[1]]
+    assert state.allocations[0] > 0 and state.allocations[1] > 0  # both GPUs ran stacks
+    got, expected = images(outdir), images(serial[0])
+    assert got.keys() == expected.keys()
+    for name in expected:  # GPU and CPU agree within rounding
+        difference = np.abs(got[name].astype(float) - expected[name])
+        assert difference.max() <= (1 if got[name].dtype == np.uint8 else 1e-3), name

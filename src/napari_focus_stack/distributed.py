@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,7 +35,7 @@ from .batch import (
     stack_outputs,
     write_manifest,
 )
-from .engine.backend import DeviceUnavailableError
+from .engine.backend import DeviceUnavailableError, gpu_count
 from .engine.tiling import MemoryBudgetError
 
 #: Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which turns
@@ -118,6 +119,30 @@ def opencv_threads(count):
                 cv2.setNumThreads(state["before"])
 
 
+def worker_device(device):
+    """The device a stack uses here: with ``"gpu:all"`` on a Dask worker, the worker's own GPU.
+
+    Workers of a local cluster are named 0, 1, ...: worker ``i`` takes GPU
+    ``i mod count``, so ``--workers 4 --device gpu:all`` on a 4-GPU machine
+    runs four stacks at once, one per GPU. Other worker names are hashed.
+    Outside a worker (a serial batch), ``"gpu:all"`` stays: each stack's
+    tiles are spread over every GPU.
+    """
+    if str(device).lower() != "gpu:all":
+        return device
+    try:
+        from distributed import get_worker
+
+        name = get_worker().name
+    except (ImportError, ValueError):  # not running on a Dask worker
+        return device
+    count = gpu_count()
+    if count == 0:
+        return device  # the engine says why there is no GPU
+    index = name if isinstance(name, int) else zlib.crc32(str(name).encode())
+    return f"gpu:{index % count}"
+
+
 def process_one(stack, outdir, options):
     """Focus-stack one stack and write its outputs; never raises for bad data.
 
@@ -144,8 +169,9 @@ def process_one(stack, outdir, options):
         outputs = stack_outputs(stack, outdir, options)
         outputs.manifest.unlink(missing_ok=True)
         inputs = input_fingerprints(stack)
+        engine = {**options.engine_options(), "device": worker_device(options.device)}
         with opencv_threads(options.threads_per_stack):
-            result = focus_stack(list(stack.paths), **options.engine_options())
+            result = focus_stack(list(stack.paths), **engine)
         info = {**result.provenance(), "stack": stack.name}
         images = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}
         for role, path in outputs.images().items():

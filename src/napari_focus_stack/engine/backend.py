@@ -427,6 +427,14 @@ def get_backends(device="auto"):
     return [first] + [_cupy_backend(i) for i in range(1, count)]
 
 
+def gpu_count() -> int:
+    """How many GPUs CuPy sees (0 without CuPy or a driver)."""
+    try:
+        return _cupy_backend(0).xp.cuda.runtime.getDeviceCount()
+    except DeviceUnavailableError:
+        return 0
+
+
 def gpu_status() -> tuple[bool, str]:
     """Whether a GPU can be used, and a sentence saying why (not)."""
     try:
