@@ -310,6 +310,7 @@ def _make_modules():
         if not name.startswith("_") and callable(getattr(scipy.ndimage, name)):
             setattr(ndimage, name, _function(getattr(scipy.ndimage, name)))
     cupyx = types.ModuleType("cupyx")
+    cupyx.empty_pinned = np.empty  # page-locked host memory: ordinary host memory here
     cupyx_scipy = types.ModuleType("cupyx.scipy")
     cupyx.scipy, cupyx_scipy.ndimage = cupyx_scipy, ndimage
     return {"cupy": cupy, "cupyx": cupyx, "cupyx.scipy": cupyx_scipy, "cupyx.scipy.ndimage": ndimage}

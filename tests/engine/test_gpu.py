@@ -11,7 +11,7 @@ depth within 1e-4 slices and confidence within 1e-4 where the image has
 texture, fused pixels within 1 grey level (float32 rounding flips under 0.5 %).
 Aligned stacks add the exposure correction's rounding: OpenCV's fixed-point
 colour transform differs from the device's float one by 1 level in about
-1 % of pixels.
+1 % of pixels, which moves depth and confidence by up to 2e-3.
 """
 
 import numpy as np
@@ -50,12 +50,12 @@ def moving():
     )
 
 
-def assert_agree(cpu, gpu_result, *, fused_levels=1, fused_fraction=5e-3, depth_tol=1e-4):
+def assert_agree(cpu, gpu_result, *, fused_levels=1, fused_fraction=5e-3, tolerance=1e-4):
     textured = cpu.confidence > 0.2
     assert textured.mean() > 0.3  # the comparison covers most of the image
     assert gpu_result.fused.dtype == cpu.fused.dtype and gpu_result.fused.shape == cpu.fused.shape
-    assert np.abs(gpu_result.depth - cpu.depth)[textured].max() <= depth_tol
-    assert np.abs(gpu_result.confidence - cpu.confidence)[textured].max() <= 1e-4
+    assert np.abs(gpu_result.depth - cpu.depth)[textured].max() <= tolerance
+    assert np.abs(gpu_result.confidence - cpu.confidence)[textured].max() <= tolerance
     difference = np.abs(gpu_result.fused.astype(np.int64) - cpu.fused)
     assert difference.max() <= fused_levels
     assert (difference > 0).mean() <= fused_fraction
@@ -105,7 +105,7 @@ def test_aligned_stack_agrees_with_cpu(gpu, moving):
     np.testing.assert_array_equal(on_gpu.transforms, cpu.transforms)
     np.testing.assert_array_equal(on_gpu.partial_coverage, cpu.partial_coverage)
     # exposure correction: OpenCV's fixed-point rounding vs the device's float
-    assert_agree(cpu, on_gpu, fused_fraction=0.02, depth_tol=2e-3)
+    assert_agree(cpu, on_gpu, fused_fraction=0.02, tolerance=2e-3)
 
 
 def test_device_warp_matches_opencv():
