@@ -34,7 +34,7 @@ from ..engine.result import ALIGN_MODES, DEFAULTS, METHODS
 from ..io import TIFF_EXTENSIONS, read_metadata
 from . import actions
 from .layers import PROVENANCE_KEY
-from .widget import DEVICES, TOOLTIPS, _row, _spin_box
+from .widget import DEVICES, TOOLTIPS, _row, _spin_box, check_gpu
 
 #: Grouping rules as ``(label, value)`` choices; values are what :func:`find_stacks` takes.
 GROUPINGS = [
@@ -250,6 +250,7 @@ class FocusStackBatchWidget(Container):
         self.preview_button.changed.connect(self.preview)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
+        check_gpu(self.device)
 
     def _on_input_changed(self, event=None):
         """Point the output folder into the new input folder, unless the user chose one."""

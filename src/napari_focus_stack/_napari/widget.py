@@ -96,6 +96,26 @@ def _layer_data(layer):
     return layer.data[0] if layer.multiscale else layer.data
 
 
+def check_gpu(device_box):
+    """Grey out the GPU choice of ``device_box`` unless a GPU is usable, with the reason as its tooltip.
+
+    CuPy is asked off the main thread: importing it can take seconds.
+    """
+    show_gpu_status(device_box, False, "Checking for a GPU…")
+    worker = create_worker(gpu_status, _start_thread=False, _ignore_errors=True)
+    worker.returned.connect(lambda status: show_gpu_status(device_box, *status))
+    worker.start()
+
+
+def show_gpu_status(device_box, available, reason):
+    """Enable the GPU choice, or disable it with the reason as its tooltip."""
+    with suppress(RuntimeError):  # the widget was closed before the check finished
+        item = device_box.native.model().item(GPU_INDEX)
+        item.setEnabled(available)
+        item.setToolTip(reason)
+        device_box.tooltip = f"Where to compute. {reason}"
+
+
 class FocusStackWidget(Container):
     """Dock widget that focus-stacks an image layer into fused, depth and confidence layers."""
 
@@ -195,19 +215,7 @@ class FocusStackWidget(Container):
         self.z_step.value = 0.0 if layer is None or axis is None else _z_step_um(layer, axis)
 
     def _check_gpu(self):
-        """Ask CuPy about a GPU off the main thread (importing it can take seconds)."""
-        self._show_gpu_status(False, "Checking for a GPU…")
-        worker = create_worker(gpu_status, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(lambda status: self._show_gpu_status(*status))
-        worker.start()
-
-    def _show_gpu_status(self, available, reason):
-        """Enable the GPU choice, or disable it with the reason as its tooltip."""
-        with suppress(RuntimeError):  # the widget was closed before the check finished
-            item = self.device.native.model().item(GPU_INDEX)
-            item.setEnabled(available)
-            item.setToolTip(reason)
-            self.device.tooltip = f"Where to compute. {reason}"
+        check_gpu(self.device)
 
     # --- running -----------------------------------------------------------
     def params(self):
