@@ -9,9 +9,10 @@ those counts run on it only; the others also run on a real GPU.
 Agreement with the CPU (tolerances stated here and in docs/ALGORITHMS.md):
 depth within 1e-4 slices and confidence within 1e-4 where the image has
 texture, fused pixels within 1 grey level (float32 rounding flips under 0.5 %).
-Aligned stacks add the exposure correction's rounding: OpenCV's fixed-point
-colour transform differs from the device's float one by 1 level in about
-1 % of pixels, which moves depth and confidence by up to 2e-3.
+Aligned stacks: both warps sample at the same float32 source positions
+(``source_coordinates``), but OpenCV's 8-bit bicubic weights round about 1
+warped value in 100 000 differently, which moves depth and confidence by up
+to 2e-3 at those pixels.
 """
 
 import numpy as np
@@ -104,27 +105,35 @@ def test_aligned_stack_agrees_with_cpu(gpu, moving):
     on_gpu = focus_stack(moving.frames, device="gpu")
     np.testing.assert_array_equal(on_gpu.transforms, cpu.transforms)
     np.testing.assert_array_equal(on_gpu.partial_coverage, cpu.partial_coverage)
-    # exposure correction: OpenCV's fixed-point rounding vs the device's float
-    assert_agree(cpu, on_gpu, fused_fraction=0.02, tolerance=2e-3)
+    # OpenCV's 8-bit bicubic weights round about 1 warped value in 100 000
+    # differently; depth and confidence move by up to 2e-3 at those pixels
+    assert_agree(cpu, on_gpu, tolerance=2e-3)
 
 
 def test_device_warp_matches_opencv():
     import cv2
 
+    from napari_focus_stack.engine.align import source_coordinates
     from napari_focus_stack.engine.backend import NdimageBackend
 
     rng = np.random.default_rng(5)
     be = NdimageBackend()
-    matrix = np.array([[1.013, 0.02, -2.7], [-0.018, 0.994, 1.4]])
-    flags = cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP
+    transform = np.array([[1.013, 0.02, -2.7], [-0.018, 0.994, 1.4], [0, 0, 1]])
+    rows, cols = slice(0, 60), slice(0, 80)
+    x, y = source_coordinates(transform, rows, cols)
     for image in [(rng.random((70, 90, 3)) * 255).astype(np.uint8), rng.random((70, 90), dtype=np.float32)]:
-        expected = cv2.warpAffine(image, matrix, (80, 60), flags=flags, borderMode=cv2.BORDER_REPLICATE)
-        warped = be.warp_affine(image, matrix, (60, 80))
+        expected = cv2.remap(image, x, y, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+        warped = be.warp_cubic(image, transform, rows, cols)
         assert warped.dtype == np.float32 and warped.shape == expected.shape
-        if image.dtype == np.uint8:  # rounded, identical
-            np.testing.assert_array_equal(np.clip(np.rint(warped), 0, 255).astype(np.uint8), expected)
+        if image.dtype == np.uint8:  # rounded: OpenCV's 8-bit weights flip a rare pixel
+            rounded = np.clip(np.rint(warped), 0, 255).astype(np.uint8)
+            difference = np.abs(rounded.astype(int) - expected)
+            assert difference.max() <= 1 and (difference > 0).mean() < 1e-3
         else:
             np.testing.assert_allclose(warped, expected, rtol=0, atol=1e-5)
+        # a part, from a cut of the frame that holds its taps: the same pixels as the whole
+        part = be.warp_cubic(image[10:60, 10:80], transform, slice(20, 40), slice(20, 50), origin=(10, 10))
+        np.testing.assert_array_equal(part, warped[20:40, 20:50])
 
 
 def tiling_budget(shape, fraction, **params):

@@ -938,7 +938,39 @@ def _exposure_fit(x, y):
 # --------------------------------------------------------------------------
 
 
-def warp_frame(frame, transform, out_shape, gain=None, offset=None, *, interpolation="linear"):
+#: Output rows resampled at a time on the host: the coordinate maps of a
+#: band (8 bytes per pixel) stay small.
+_WARP_BAND_ROWS = 64
+
+
+def source_coordinates(transform, rows, cols, xp=np):
+    """Where output pixels ``rows`` x ``cols`` come from in the frame: float32 ``(x, y)`` maps.
+
+    Computed in float32 from the output pixel's own coordinates, in a fixed
+    order of operations, so a pixel gets the same source position whichever
+    tile or band it is computed in, with NumPy or CuPy: tiled resampling is
+    exactly whole-image resampling, and the GPU's equals the CPU's.
+
+    Examples
+    --------
+    >>> shift = np.array([[1.0, 0, 0.5], [0, 1, -2], [0, 0, 1]])
+    >>> x, y = source_coordinates(shift, slice(0, 2), slice(3, 5))
+    >>> x.tolist(), y.tolist()
+    ([[3.5, 4.5], [3.5, 4.5]], [[-2.0, -2.0], [-1.0, -1.0]])
+    """
+    m = np.asarray(transform, dtype=np.float64)[:2].astype(np.float32)
+    x = xp.arange(cols.start, cols.stop, dtype=xp.float32)
+    y = xp.arange(rows.start, rows.stop, dtype=xp.float32)[:, None]
+    sx = x * m[0, 0] + (y * m[0, 1] + m[0, 2])
+    sy = x * m[1, 0] + (y * m[1, 1] + m[1, 2])
+    return sx, sy
+
+
+def _full(shape):
+    return slice(0, shape[0]), slice(0, shape[1])
+
+
+def warp_frame(frame, transform, out_shape, gain=None, offset=None, *, interpolation="linear", region=None):
     """Resample a frame into the reference geometry, correcting its exposure.
 
     Parameters
@@ -953,14 +985,19 @@ def warp_frame(frame, transform, out_shape, gain=None, offset=None, *, interpola
         Exposure of the frame relative to the reference, per channel
         (:func:`estimate_gains`): the output is ``(frame - offset) / gain``.
     interpolation : {"linear", "cubic"}, optional
-        Bicubic keeps more fine detail, at about 2.5 times the cost.
+        Bicubic (Keys, a = -0.75) keeps more fine detail, at about 2.5 times
+        the cost.
+    region : tuple of slice, optional
+        ``(rows, cols)`` of the output to make (a tile); the pixels are
+        exactly those of the whole output (:func:`source_coordinates`).
 
     Returns
     -------
     ndarray
-        ``(Y', X'[, C])`` in ``frame``'s dtype (rounded and clipped). Pixels
-        that map outside the frame repeat its border (see
-        :func:`coverage_mask`). When nothing changes, ``frame`` itself.
+        ``(Y', X'[, C])`` (or the region's shape) in ``frame``'s dtype
+        (rounded and clipped). Pixels that map outside the frame repeat its
+        border (see :func:`coverage_mask`). When nothing changes, ``frame``
+        itself (or a view of it).
 
     Examples
     --------
@@ -969,16 +1006,18 @@ def warp_frame(frame, transform, out_shape, gain=None, offset=None, *, interpola
     >>> warp_frame(frame, shift, (3, 4))[0].tolist()
     [1, 2, 3, 3]
     """
-    height, width = out_shape[:2]
+    rows, cols = region if region is not None else _full(out_shape)
     transform = np.asarray(transform, dtype=np.float64)
-    if np.array_equal(transform, np.eye(3)) and frame.shape[:2] == (height, width):
-        warped = frame
+    if np.array_equal(transform, np.eye(3)) and frame.shape[:2] == tuple(out_shape[:2]):
+        warped = frame if region is None else frame[rows, cols]
     else:
         kernel = {"linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC}[interpolation]
-        flags = kernel | cv2.WARP_INVERSE_MAP
-        warped = cv2.warpAffine(
-            frame, transform[:2], (width, height), flags=flags, borderMode=cv2.BORDER_REPLICATE
-        ).reshape((height, width) + frame.shape[2:])
+        warped = np.empty((rows.stop - rows.start, cols.stop - cols.start) + frame.shape[2:], frame.dtype)
+        for start in range(rows.start, rows.stop, _WARP_BAND_ROWS):
+            band = slice(start, min(rows.stop, start + _WARP_BAND_ROWS))
+            sx, sy = source_coordinates(transform, band, cols)
+            out = cv2.remap(frame, sx, sy, kernel, borderMode=cv2.BORDER_REPLICATE)
+            warped[band.start - rows.start : band.stop - rows.start] = out.reshape(out.shape[:2] + frame.shape[2:])
     if gain is None and offset is None:
         return warped
     return _correct_exposure(warped, gain, offset)
@@ -993,7 +1032,28 @@ def _correct_exposure(image, gain, offset):
     matrix = np.zeros((channels, channels + 1))
     matrix[np.arange(channels), np.arange(channels)] = 1 / gain
     matrix[:, channels] = -offset / gain
-    return cv2.transform(image, matrix).reshape(image.shape)
+    return cv2.transform(np.ascontiguousarray(image), matrix).reshape(image.shape)
+
+
+def _inside_outline(transform, frame_shape, rows, cols):
+    """True when every output pixel of ``rows`` x ``cols`` maps inside the frame's pixel area."""
+    height, width = frame_shape[:2]
+    x = np.array([cols.start, cols.stop - 1, cols.start, cols.stop - 1], float)
+    y = np.array([rows.start, rows.start, rows.stop - 1, rows.stop - 1], float)
+    sx, sy = (np.asarray(transform, float) @ np.stack([x, y, np.ones(4)]))[:2]
+    # the outline maps to a convex quadrilateral: a margin covers the float32
+    # coordinates' rounding
+    margin = 1e-3
+    return sx.min() >= -0.5 + margin and sx.max() < width - 0.5 - margin and sy.min() >= -0.5 + margin and sy.max() < height - 0.5 - margin
+
+
+def outside_frame(transform, frame_shape, rows, cols, xp=np):
+    """Output pixels ``rows`` x ``cols`` whose source position is outside the frame's pixel area (bool)."""
+    height, width = frame_shape[:2]
+    sx, sy = source_coordinates(transform, rows, cols, xp)
+    outside = (sx < -0.5) | (sx >= width - 0.5)
+    outside |= (sy < -0.5) | (sy >= height - 0.5)
+    return outside
 
 
 def coverage_mask(transform, frame_shape, out_shape):
@@ -1010,7 +1070,7 @@ def coverage_mask(transform, frame_shape, out_shape):
     -------
     ndarray of bool
         ``(Y', X')``: True where the output pixel's centre maps inside the
-        frame's pixel area.
+        frame's pixel area (at the positions :func:`source_coordinates` gives).
 
     Examples
     --------
@@ -1018,24 +1078,10 @@ def coverage_mask(transform, frame_shape, out_shape):
     >>> coverage_mask(shift, (3, 4), (3, 4))[0].tolist()
     [True, True, True, False]
     """
-    transform = np.asarray(transform, dtype=np.float64)
-    height, width = frame_shape[:2]
-    x, y = (transform @ _corners(out_shape))[:2]
-    # The output's outline maps to a convex quadrilateral: if its corners
-    # are inside the frame, so is every pixel (a zoomed-in frame).
-    if x.min() >= -0.5 and x.max() < width - 0.5 and y.min() >= -0.5 and y.max() < height - 0.5:
+    rows, cols = _full(out_shape)
+    if _inside_outline(transform, frame_shape, rows, cols):
         return np.ones(out_shape[:2], dtype=bool)
-    # Nearest-neighbour sampling rounds each output pixel's position in the
-    # frame, so it lands on a real pixel exactly when it lies in its area.
-    mask = cv2.warpAffine(
-        np.ones(frame_shape[:2], np.uint8),
-        transform[:2],
-        (out_shape[1], out_shape[0]),
-        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-        borderMode=cv2.BORDER_CONSTANT,
-        borderValue=0,
-    )
-    return mask.view(bool)
+    return ~outside_frame(transform, frame_shape, rows, cols)
 
 
 # --------------------------------------------------------------------------
@@ -1062,16 +1108,25 @@ class AlignedFrames:
         return len(self.frames)
 
     def __getitem__(self, k):
+        return self.warp_region(k, None)
+
+    def warp_region(self, k, region):
+        """Frame ``k`` warped on the host; only the ``(rows, cols)`` part of the output if given.
+
+        What a tile reads: the frame is decoded whole (a JPEG cannot be
+        decoded in parts) but only the tile's part is resampled, with the
+        same pixels as the whole frame's.
+        """
         frame = self.frames[k]
         started = time.perf_counter()
         # bicubic: bilinear resampling costs ~1.8 dB of fused PSNR on a moving
         # simulated stack, bicubic under 0.1 dB (tests/engine/test_pipeline.py)
         frame = warp_frame(
-            frame, self.transforms[k], self.shape[1:], self.gains[k], self.offsets[k], interpolation="cubic"
-        )
+            frame, self.transforms[k], self.shape[1:], self.gains[k], self.offsets[k],
+            interpolation="cubic", region=region,
+        )  # fmt: skip
         self.warp_seconds += time.perf_counter() - started
         return frame
-
 
     def warp_job(self, k, region=None):
         """Frame ``k`` (the part that ``region`` needs), to be warped on a device.
@@ -1082,21 +1137,20 @@ class AlignedFrames:
         """
         frame = self.frames[k]
         height, width = self.shape[1:3]
-        rows, cols = region if region is not None else (slice(0, height), slice(0, width))
-        out_shape = (rows.stop - rows.start, cols.stop - cols.start)
-        transform = np.asarray(self.transforms[k], dtype=np.float64) @ _shift(cols.start, rows.start)
+        rows, cols = region if region is not None else _full((height, width))
+        transform = np.asarray(self.transforms[k], dtype=np.float64)
         gain, offset = self.gains[k], self.offsets[k]
-        if np.array_equal(self.transforms[k], np.eye(3)):
-            return WarpJob(np.ascontiguousarray(frame[rows, cols]), None, out_shape, gain, offset, None)
-        x, y = (transform @ _corners(out_shape))[:2]
-        # the taps of Keys' cubic reach from floor(x) - 1 to floor(x) + 2; one
-        # more on each side for rounding in the coordinates
-        x_lo, x_hi = (int(np.clip(v, 0, width - 1)) for v in (math.floor(x.min()) - 2, math.floor(x.max()) + 3))
-        y_lo, y_hi = (int(np.clip(v, 0, height - 1)) for v in (math.floor(y.min()) - 2, math.floor(y.max()) + 3))
+        if np.array_equal(transform, np.eye(3)):
+            return WarpJob(np.ascontiguousarray(frame[rows, cols]), None, rows, cols, (0, 0), (height, width), gain, offset)
+        x = np.array([cols.start, cols.stop - 1, cols.start, cols.stop - 1], float)
+        y = np.array([rows.start, rows.start, rows.stop - 1, rows.stop - 1], float)
+        sx, sy = (transform @ np.stack([x, y, np.ones(4)]))[:2]
+        # Keys' cubic reaches from floor(x) - 1 to floor(x) + 2; one more on
+        # each side for the float32 coordinates' rounding
+        x_lo, x_hi = (int(np.clip(v, 0, width - 1)) for v in (math.floor(sx.min()) - 2, math.floor(sx.max()) + 3))
+        y_lo, y_hi = (int(np.clip(v, 0, height - 1)) for v in (math.floor(sy.min()) - 2, math.floor(sy.max()) + 3))
         crop = np.ascontiguousarray(frame[y_lo : y_hi + 1, x_lo : x_hi + 1])
-        # the whole frame's pixel area, in the crop's coordinates (for coverage)
-        bounds = (-x_lo - 0.5, width - x_lo - 0.5, -y_lo - 0.5, height - y_lo - 0.5)
-        return WarpJob(crop, _shift(-x_lo, -y_lo) @ transform, out_shape, gain, offset, bounds)
+        return WarpJob(crop, transform, rows, cols, (x_lo, y_lo), (height, width), gain, offset)
 
     def coverage(self, k):
         """Where frame ``k`` has real pixels: a bool ``(Y, X)`` mask, or None for everywhere."""
@@ -1113,40 +1167,39 @@ class AlignedFrames:
         return partial
 
 
-
-def _shift(dx, dy):
-    """The 3x3 matrix that moves points by ``(dx, dy)``."""
-    return np.array([[1.0, 0, dx], [0, 1, dy], [0, 0, 1]])
-
-
 @dataclass
 class WarpJob:
     """Part of a frame, and how to resample it into part of the reference geometry.
 
     Made on the host (the read-ahead thread crops the decoded frame), done on
     a device by :meth:`apply`: the raw pixels go up in their own dtype and
-    are warped, rounded and exposure-corrected there, as :func:`warp_frame`
-    does on the host (uint8 results are identical; see tests).
+    are warped, rounded and exposure-corrected there, as
+    :meth:`AlignedFrames.warp_region` does on the host (see
+    tests/engine/test_gpu.py for how closely they agree).
     """
 
-    #: Raw source pixels (host), ``(Y, X[, C])``.
+    #: Raw source pixels (host), ``(Y, X[, C])``: the part of the frame the warp reaches.
     raw: np.ndarray
-    #: Output pixel -> ``raw`` pixel (3x3), or None when no resampling is needed.
-    matrix: np.ndarray
-    #: ``(Y, X)`` of the output.
-    out_shape: tuple
+    #: Output pixel -> frame pixel (3x3), or None when no resampling is needed.
+    transform: np.ndarray
+    #: The output pixels to make.
+    rows: slice
+    cols: slice
+    #: ``(x, y)`` of ``raw``'s first pixel in the frame.
+    origin: tuple
+    #: ``(Y, X)`` of the whole frame.
+    frame_shape: tuple
     gain: object
     offset: object
-    #: The whole frame's pixel area ``(x_lo, x_hi, y_lo, y_hi)`` in ``raw``'s coordinates.
-    bounds: tuple
 
     def apply(self, be):
         """The output frame on ``be``'s device, in ``raw``'s dtype."""
         from .fuse import to_dtype
 
         frame = be.asarray(self.raw)
-        if self.matrix is not None:
-            frame = to_dtype(be.warp_affine(frame, self.matrix, self.out_shape), frame.dtype, be)
+        if self.transform is not None:
+            warped = be.warp_cubic(frame, self.transform, self.rows, self.cols, self.origin)
+            frame = to_dtype(warped, frame.dtype, be)
         if self.gain is None and self.offset is None:
             return frame
         channels = 1 if frame.ndim == 2 else frame.shape[2]
@@ -1161,19 +1214,6 @@ class WarpJob:
 
     def uncovered(self, be):
         """Where the output has no real pixels (bool, on the device), or None when it is all covered."""
-        if self.bounds is None:
+        if self.transform is None or _inside_outline(self.transform, self.frame_shape, self.rows, self.cols):
             return None
-        x_lo, x_hi, y_lo, y_hi = self.bounds
-        x, y = (self.matrix @ _corners(self.out_shape))[:2]
-        if x.min() >= x_lo and x.max() < x_hi and y.min() >= y_lo and y.max() < y_hi:
-            return None  # a convex outline inside: every pixel is inside
-        xp = be.xp
-        m = self.matrix
-        xs = xp.arange(self.out_shape[1], dtype=xp.float64)
-        ys = xp.arange(self.out_shape[0], dtype=xp.float64)[:, None]
-        sx = xs * float(m[0, 0]) + (ys * float(m[0, 1]) + float(m[0, 2]))
-        outside = (sx < x_lo) | (sx >= x_hi)
-        del sx
-        sy = xs * float(m[1, 0]) + (ys * float(m[1, 1]) + float(m[1, 2]))
-        outside |= (sy < y_lo) | (sy >= y_hi)
-        return outside
+        return outside_frame(self.transform, self.frame_shape, self.rows, self.cols, be.xp)

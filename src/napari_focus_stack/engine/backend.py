@@ -178,40 +178,42 @@ class NdimageBackend:
         return self.correlate_separable(up, kernel, mode="mirror")
 
     # --- resampling ----------------------------------------------------
-    #: Whether aligned frames are warped by :meth:`warp_affine` here (on the
+    #: Whether aligned frames are warped by :meth:`warp_cubic` here (on the
     #: device) rather than by OpenCV on the host's read-ahead thread.
     warps_on_device = True
     #: Output pixels warped at a time; bounds the warp's temporaries (about
     #: 130 bytes per pixel of a band) and, on a GPU, the kernel launches.
     warp_band_pixels = 2**16
 
-    def warp_affine(self, image, matrix, out_shape):
-        """Resample ``image`` by ``matrix`` as OpenCV's bicubic ``warpAffine`` does.
+    def warp_cubic(self, image, transform, rows, cols, origin=(0, 0)):
+        """Bicubic resampling of ``image`` at the output pixels ``rows`` x ``cols``.
 
-        ``matrix`` (host, ``(2, 3)`` or ``(3, 3)``) maps output pixel
-        coordinates to ``image``'s; the kernel is Keys' cubic with
-        ``a = -0.75`` (OpenCV's ``INTER_CUBIC``) and pixels beyond the border
-        repeat it (``BORDER_REPLICATE``). Works on ``(Y, X)`` and ``(Y, X, C)``
-        of any dtype; returns float32 ``out_shape[:2] (+ C)``, unrounded.
-        Agrees with ``cv2.warpAffine`` to float32 rounding (tested).
+        ``transform`` (3x3, host) maps output pixel coordinates to frame
+        pixel coordinates; ``image`` is the part of the frame that starts at
+        ``origin`` = ``(x, y)``. Source positions are
+        :func:`~.align.source_coordinates` (float32, the same whatever part
+        is asked for, so tiles resample exactly as the whole image does); the
+        kernel is Keys' cubic with ``a = -0.75`` and pixels beyond the border
+        repeat it, as OpenCV's ``remap`` with ``INTER_CUBIC`` and
+        ``BORDER_REPLICATE``. Works on ``(Y, X)`` and ``(Y, X, C)`` of any
+        dtype; returns unrounded float32 ``(len(rows), len(cols)[, C])``.
         """
+        from .align import source_coordinates
+
         xp = self.xp
         height, width = image.shape[:2]
-        out_h, out_w = (int(v) for v in out_shape[:2])
         channels = image.shape[2:]
         flat = image.reshape((height * width,) + channels)
-        out = xp.empty((out_h, out_w) + channels, dtype=xp.float32)
-        m = [float(v) for v in np.asarray(matrix, dtype=np.float64)[:2].ravel()]
-        xs = xp.arange(out_w, dtype=xp.float64)
-        rows = max(1, self.warp_band_pixels // max(out_w, 1))
+        out = xp.empty((rows.stop - rows.start, cols.stop - cols.start) + channels, dtype=xp.float32)
+        step = max(1, self.warp_band_pixels // max(out.shape[1], 1))
         expand = (slice(None), slice(None)) + (None,) * len(channels)
-        for start in range(0, out_h, rows):
-            ys = xp.arange(start, min(out_h, start + rows), dtype=xp.float64)[:, None]
-            sx = xs * m[0] + (ys * m[1] + m[2])
-            sy = xs * m[3] + (ys * m[4] + m[5])
+        for start in range(rows.start, rows.stop, step):
+            band_rows = slice(start, min(rows.stop, start + step))
+            sx, sy = source_coordinates(transform, band_rows, cols, xp)
+            sx -= xp.float32(origin[0])  # exact: integers off float32 values
+            sy -= xp.float32(origin[1])
             x0, y0 = xp.floor(sx), xp.floor(sy)
-            wx = _keys_weights((sx - x0).astype(xp.float32), xp)
-            wy = _keys_weights((sy - y0).astype(xp.float32), xp)
+            wx, wy = _keys_weights(sx - x0, xp), _keys_weights(sy - y0, xp)
             del sx, sy
             x0, y0 = x0.astype(xp.int64), y0.astype(xp.int64)
             band = None
@@ -224,7 +226,7 @@ class NdimageBackend:
                     row = taps if row is None else xp.add(row, taps, out=row)
                 row *= wy[i][expand]
                 band = row if band is None else xp.add(band, row, out=band)
-            out[start : start + rows] = band
+            out[start - rows.start : band_rows.stop - rows.start] = band
         return out
 
     # --- per-pixel -------------------------------------------------------

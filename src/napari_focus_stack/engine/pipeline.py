@@ -228,6 +228,8 @@ class CroppedFrames:
         return len(self.frames)
 
     def __getitem__(self, i):
+        if hasattr(self.frames, "warp_region"):  # aligned frames: resample only this part
+            return self.frames.warp_region(i, self.region)
         return np.ascontiguousarray(self.frames[i][self.region])
 
     def coverage(self, k):

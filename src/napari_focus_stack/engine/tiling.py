@@ -50,7 +50,7 @@ def reach(params, out_shape):
 
 def warp_band_bytes(band_pixels, channels, itemsize):
     """Temporaries of warping one band of ``band_pixels`` on a device
-    (:meth:`~.backend.NdimageBackend.warp_affine`): coordinates, indices,
+    (:meth:`~.backend.NdimageBackend.warp_cubic`): coordinates, indices,
     tap weights and the gathered taps."""
     return int(1.25 * band_pixels * (112 + channels * (itemsize + 12)))
 
