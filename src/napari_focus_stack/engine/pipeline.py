@@ -233,6 +233,8 @@ class CroppedFrames:
         return np.ascontiguousarray(self.frames[i][self.region])
 
     def coverage(self, k):
+        if hasattr(self.frames, "warp_region"):  # aligned frames: only this part's mask
+            return self.frames.coverage(k, self.region)
         mask = coverage_of(self.frames, k)
         return None if mask is None else mask[self.region]
 

@@ -10,6 +10,7 @@ whole image would, so the tiled result equals the untiled one.
 import math
 from dataclasses import dataclass
 
+from .align import HOST_WARP_BAND_PIXELS
 from .backend import gaussian_kernel
 from .focus import PRESMOOTH_SIGMA
 from .fuse import pyramid_levels, pyramid_reach
@@ -123,7 +124,8 @@ def plan_tiles(in_shape, params, budget_bytes, channels, itemsize, *, frames_in_
 
     if height * width * in_pixel + warp_reserve(height * width) <= budget_bytes:
         return [Tile((slice(0, height), slice(0, width)), (slice(None), slice(None)), (slice(None), slice(None)))]
-    whole_frames = 3 * height * width * channels * itemsize if frames_in_budget else 0
+    # three whole frames and the host warp's coordinate maps (8 bytes per pixel of a band)
+    whole_frames = 3 * height * width * channels * itemsize + 8 * min(HOST_WARP_BAND_PIXELS, height * width) if frames_in_budget else 0
     tile_budget = budget_bytes - whole_frames
 
     # Tile origins on a grid fine enough for the pyramid's sub-sampling.
