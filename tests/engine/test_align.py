@@ -284,3 +284,24 @@ def test_pcb_stack_breathes_monotonically(real_stack):
     assert np.all(np.diff(scales) < 0), scales
     assert 0.03 < scales[0] / scales[-1] - 1 < 0.045  # ~3.6 % first to last
     assert result.failed == [] and result.quality.min() > 0.8
+
+
+def test_coverage_by_row_intervals_equals_the_per_pixel_test():
+    from napari_focus_stack.engine.align import outside_frame, source_coordinates
+
+    rng = np.random.default_rng(8)
+    for i in range(120):
+        angle = rng.uniform(-3.2, 3.2) if i % 3 == 0 else rng.uniform(-0.05, 0.05)
+        scale = rng.uniform(0.7, 1.3)
+        c, s = scale * np.cos(angle), scale * np.sin(angle)
+        transform = np.array([[c, -s, rng.uniform(-30, 30)], [s, c, rng.uniform(-30, 30)], [0, 0, 1]])
+        if i % 5 == 0:
+            transform[0, 1] = transform[1, 0] = 0
+        if i % 7 == 0:  # edges exactly on half pixels
+            transform[:2, 2] = np.round(transform[:2, 2]) + 0.5
+        frame = (int(rng.integers(50, 200)), int(rng.integers(50, 200)))
+        rows = slice(int(rng.integers(0, 20)), int(rng.integers(60, 220)))
+        cols = slice(int(rng.integers(0, 20)), int(rng.integers(60, 220)))
+        x, y = source_coordinates(transform, rows, cols)
+        expected = (x < -0.5) | (x >= frame[1] - 0.5) | (y < -0.5) | (y >= frame[0] - 0.5)
+        np.testing.assert_array_equal(outside_frame(transform, frame, rows, cols), expected, err_msg=str(i))
