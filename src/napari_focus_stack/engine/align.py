@@ -1045,10 +1045,11 @@ def _inside_outline(transform, frame_shape, rows, cols):
     x = np.array([cols.start, cols.stop - 1, cols.start, cols.stop - 1], float)
     y = np.array([rows.start, rows.start, rows.stop - 1, rows.stop - 1], float)
     sx, sy = (np.asarray(transform, float) @ np.stack([x, y, np.ones(4)]))[:2]
-    # the outline maps to a convex quadrilateral: a margin covers the float32
-    # coordinates' rounding
-    margin = 1e-3
-    return sx.min() >= -0.5 + margin and sx.max() < width - 0.5 - margin and sy.min() >= -0.5 + margin and sy.max() < height - 0.5 - margin
+    # the outline maps to a convex quadrilateral; a margin of a few float32
+    # steps covers the rounding of source_coordinates
+    margin = 8 * float(np.spacing(np.float32(max(np.abs(sx).max(), np.abs(sy).max(), 1.0))))
+    inside_x = sx.min() >= -0.5 + margin and sx.max() < width - 0.5 - margin
+    return inside_x and sy.min() >= -0.5 + margin and sy.max() < height - 0.5 - margin
 
 
 def outside_frame(transform, frame_shape, rows, cols, xp=np):
@@ -1084,7 +1085,8 @@ def _covered_columns(transform, frame_shape, rows, cols):
     y = np.arange(rows.start, rows.stop, dtype=np.float32)
     first = np.full(y.shape, cols.start, dtype=np.int64)
     stop = np.full(y.shape, cols.stop, dtype=np.int64)
-    for a, c, low, high in ((m[0, 0], y * m[0, 1] + m[0, 2], -0.5, width - 0.5), (m[1, 0], y * m[1, 1] + m[1, 2], -0.5, height - 0.5)):
+    axes = ((m[0, 0], y * m[0, 1] + m[0, 2], -0.5, width - 0.5), (m[1, 0], y * m[1, 1] + m[1, 2], -0.5, height - 0.5))
+    for a, c, low, high in axes:
 
         def value(x, a=a, c=c):
             return x.astype(np.float32) * a + c
@@ -1162,6 +1164,9 @@ class AlignedFrames:
     ``warp_seconds`` adds up the time spent warping.
     """
 
+    #: Marks frames that are resampled when read (see :func:`~.pipeline.device_warped`).
+    is_aligned = True
+
     def __init__(self, frames, transforms, gains, offsets):
         self.frames = frames
         self.transforms, self.gains, self.offsets = transforms, gains, offsets
@@ -1205,7 +1210,8 @@ class AlignedFrames:
         transform = np.asarray(self.transforms[k], dtype=np.float64)
         gain, offset = self.gains[k], self.offsets[k]
         if np.array_equal(transform, np.eye(3)):
-            return WarpJob(np.ascontiguousarray(frame[rows, cols]), None, rows, cols, (0, 0), (height, width), gain, offset)
+            part = np.ascontiguousarray(frame[rows, cols])
+            return WarpJob(part, None, rows, cols, (0, 0), (height, width), gain, offset)
         x = np.array([cols.start, cols.stop - 1, cols.start, cols.stop - 1], float)
         y = np.array([rows.start, rows.start, rows.stop - 1, rows.stop - 1], float)
         sx, sy = (transform @ np.stack([x, y, np.ones(4)]))[:2]
@@ -1217,7 +1223,7 @@ class AlignedFrames:
         return WarpJob(crop, transform, rows, cols, (x_lo, y_lo), (height, width), gain, offset)
 
     def coverage(self, k, region=None):
-        """Where frame ``k`` has real pixels: a bool ``(Y, X)`` mask (of ``region`` if given), or None for everywhere."""
+        """Where frame ``k`` has real pixels: a bool mask (of ``region`` if given), or None for everywhere."""
         rows, cols = region if region is not None else _full(self.shape[1:3])
         if _inside_outline(self.transforms[k], self.shape[1:3], rows, cols):
             return None

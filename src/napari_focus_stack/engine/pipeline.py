@@ -212,7 +212,7 @@ class _WarpJobs:
 
 def device_warped(frames, be):
     """``frames``, or their :class:`WarpJob` where ``be`` warps aligned frames on its device."""
-    return _WarpJobs(frames) if be.warps_on_device and hasattr(frames, "warp_job") else frames
+    return _WarpJobs(frames) if be.warps_on_device and getattr(frames, "is_aligned", False) else frames
 
 
 class CroppedFrames:
@@ -227,21 +227,25 @@ class CroppedFrames:
     def __len__(self):
         return len(self.frames)
 
+    @property
+    def is_aligned(self):
+        """Whether these are :class:`AlignedFrames`: then only this part is resampled."""
+        return getattr(self.frames, "is_aligned", False)
+
     def __getitem__(self, i):
-        if hasattr(self.frames, "warp_region"):  # aligned frames: resample only this part
+        if self.is_aligned:
             return self.frames.warp_region(i, self.region)
         return np.ascontiguousarray(self.frames[i][self.region])
 
+    def warp_job(self, k):
+        """This part of aligned frame ``k``, to be warped on a device."""
+        return self.frames.warp_job(k, self.region)
+
     def coverage(self, k):
-        if hasattr(self.frames, "warp_region"):  # aligned frames: only this part's mask
+        if self.is_aligned:
             return self.frames.coverage(k, self.region)
         mask = coverage_of(self.frames, k)
         return None if mask is None else mask[self.region]
-
-    def __getattr__(self, name):
-        if name == "warp_job" and hasattr(self.frames, "warp_job"):  # aligned frames: crop before warping
-            return lambda k: self.frames.warp_job(k, self.region)
-        raise AttributeError(name)
 
 
 class _AnyOf:
@@ -377,7 +381,8 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
     }
     if len(backends) > 1:  # one stack on several devices: at least a tile for each
         whole = plan_tiles(frames.shape[1:3], params, 2**62, channels, frames.dtype.itemsize, **plan)
-        budget = min(budget, tile_bytes(whole, params, channels, frames.dtype.itemsize, plan["warp_band_pixels"]) // len(backends))
+        one_pass = tile_bytes(whole, params, channels, frames.dtype.itemsize, plan["warp_band_pixels"])
+        budget = min(budget, one_pass // len(backends))
     while True:
         tiles = plan_tiles(frames.shape[1:3], params, budget, channels, frames.dtype.itemsize, **plan)
         try:

@@ -125,7 +125,9 @@ def plan_tiles(in_shape, params, budget_bytes, channels, itemsize, *, frames_in_
     if height * width * in_pixel + warp_reserve(height * width) <= budget_bytes:
         return [Tile((slice(0, height), slice(0, width)), (slice(None), slice(None)), (slice(None), slice(None)))]
     # three whole frames and the host warp's coordinate maps (8 bytes per pixel of a band)
-    whole_frames = 3 * height * width * channels * itemsize + 8 * min(HOST_WARP_BAND_PIXELS, height * width) if frames_in_budget else 0
+    whole_frames = 0
+    if frames_in_budget:
+        whole_frames = 3 * height * width * channels * itemsize + 8 * min(HOST_WARP_BAND_PIXELS, height * width)
     tile_budget = budget_bytes - whole_frames
 
     # Tile origins on a grid fine enough for the pyramid's sub-sampling.
