@@ -247,13 +247,3 @@ def test_many_results_of_one_shape_open_as_one_stacked_layer():
     few = many[:MAX_SEPARATE_LAYERS]
     assert len(batch_layers(few, "scans fused")) == MAX_SEPARATE_LAYERS
 
-
-def test_gpu_choice_is_disabled_with_the_reason(make_napari_viewer, qtbot, monkeypatch):
-    from napari_focus_stack._napari import widget as widget_module
-
-    reason = "GPU requested but CUDA reports no usable device"
-    monkeypatch.setattr(widget_module, "gpu_status", lambda: (False, reason))
-    widget = FocusStackBatchWidget(make_napari_viewer())
-    gpu_item = widget.device.native.model().item(widget_module.GPU_INDEX)
-    qtbot.waitUntil(lambda: "CUDA" in gpu_item.toolTip(), timeout=5_000)
-    assert not gpu_item.isEnabled() and "no usable device" in widget.device.tooltip

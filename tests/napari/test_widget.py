@@ -198,12 +198,14 @@ def test_stack_choices_follow_the_layer_list(make_napari_viewer, small):
     assert widget.stack.value is None
 
 
-def test_gpu_choice_is_disabled_with_the_reason(make_napari_viewer, qtbot, monkeypatch):
+@pytest.mark.parametrize("kind", ["single", "batch"])
+def test_gpu_choice_is_disabled_with_the_reason(make_napari_viewer, qtbot, monkeypatch, kind):
     from napari_focus_stack._napari import widget as widget_module
+    from napari_focus_stack._napari.batch_widget import FocusStackBatchWidget
 
     reason = "GPU requested but CuPy is not installed"
     monkeypatch.setattr(widget_module, "gpu_status", lambda: (False, reason))
-    widget = FocusStackWidget(make_napari_viewer())
+    widget = {"single": FocusStackWidget, "batch": FocusStackBatchWidget}[kind](make_napari_viewer())
     gpu_item = widget.device.native.model().item(widget_module.GPU_INDEX)
     qtbot.waitUntil(lambda: "CuPy" in gpu_item.toolTip(), timeout=5_000)
     assert not gpu_item.isEnabled() and "CuPy" in widget.device.tooltip
