@@ -50,6 +50,7 @@ class FakeGPUState:
         self.live = [0] * devices
         self.peak = [0] * devices
         self.allocations = [0] * devices
+        self.held_at_free = []  # bytes in use at each free_all_blocks()
         self.uploads = []  # (shape, dtype) of each host -> device copy
         self.downloads = []  # (shape, dtype) of each device -> host copy
         self._local = threading.local()
@@ -265,6 +266,8 @@ class _MemoryPool:
         return 0
 
     def free_all_blocks(self):
+        # what is still held when the caller frees the pool (after an out-of-memory error)
+        STATE.held_at_free.append(STATE.live[STATE.current])
         STATE.reset_peaks()
 
 

@@ -393,10 +393,14 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
             fused, depth, confidence = yield from steps
             break
         except out_of_memory:
-            for b in backends:
-                b.release_memory()
-            # half of what the largest tile needed, so the next plan has smaller tiles
-            budget = tile_bytes(tiles, params, channels, frames.dtype.itemsize, plan["warp_band_pixels"]) // 2
+            pass
+        # Out of memory. Here, past the except clause, the traceback and the
+        # device arrays its frames held are gone, so their blocks can be freed.
+        steps = None
+        for b in backends:
+            b.release_memory()
+        # half of what the largest tile needed, so the next plan has smaller tiles
+        budget = tile_bytes(tiles, params, channels, frames.dtype.itemsize, plan["warp_band_pixels"]) // 2
     metadata = {**(metadata or {}), "n_frames": n, "tiles": len(tiles)}
     transforms = partial = None
     if alignment is not None:
