@@ -118,7 +118,9 @@ def focus_stack(
     return drain(steps, progress)
 
 
-def fuse_from_depth(source, depth, *, result=None, scale_factor=None, device="auto", progress=None, cancel=None):
+def fuse_from_depth(
+    source, depth, *, result=None, scale_factor=None, device="auto", max_memory=None, progress=None, cancel=None
+):
     """Fuse the frames along a given (for example hand-edited) depth map.
 
     No focus measure is computed again. ``depth`` is in slice units and has the
@@ -126,6 +128,7 @@ def fuse_from_depth(source, depth, *, result=None, scale_factor=None, device="au
     ``result``, the :class:`StackResult` the depth map came from, gives the
     alignment and scale factor to reuse. Where the depth map is unchanged,
     the pixels equal :func:`focus_stack`'s ``"depthmap"`` fusion exactly.
+    ``max_memory`` bounds the working memory as in :func:`focus_stack`.
     """
     if scale_factor is None:
         scale_factor = result.params.scale_factor if result is not None else 1
@@ -140,7 +143,7 @@ def fuse_from_depth(source, depth, *, result=None, scale_factor=None, device="au
             f"scale_factor {params.scale_factor}), got {getattr(depth, 'shape', None)}"
         )
     be = get_backend(params.device)
-    return drain(run_refuse(frames, depth, params.scale_factor, be, cancel=cancel), progress)
+    return drain(run_refuse(frames, depth, params.scale_factor, be, cancel=cancel, max_memory=max_memory), progress)
 
 
 class FocusStacker:

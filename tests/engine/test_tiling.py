@@ -141,3 +141,34 @@ def test_aligned_tiles_equal_the_whole():
     assert np.abs(tiled.depth - whole.depth).max() <= 1e-5 * 6
     assert np.abs(tiled.confidence - whole.confidence).max() <= 1e-5
     assert np.abs(tiled.fused.astype(int) - whole.fused).max() <= 1
+
+
+@pytest.mark.parametrize("scale_factor", [1, 2])
+def test_refusing_in_tiles_equals_one_pass_within_the_budget(scale_factor):
+    from napari_focus_stack import fuse_from_depth
+    from napari_focus_stack.engine.tiling import refuse_bytes_per_pixel
+
+    sim = simulate_stack((240, 280), 5, texture="mixed", depth="dome", rgb=True, noise=0.01,
+                         drift=4, breathing=0.02, seed=25)  # fmt: skip
+    result = focus_stack(sim.frames, method="depthmap", scale_factor=scale_factor, device="cpu")
+    depth = result.depth.copy()
+    depth[: depth.shape[0] // 2] = 1.5  # an edit: half the image from between slices 1 and 2
+    whole = fuse_from_depth(sim.frames, depth, result=result, device="cpu")
+    pixels = depth.shape[0] * depth.shape[1]
+    budget = int(refuse_bytes_per_pixel(3, 1, scale_factor) * pixels * 0.3 + 3 * sim.frames[0].nbytes)
+    events = []
+    tracemalloc.start()
+    tiled = fuse_from_depth(sim.frames, depth, result=result, device="cpu", max_memory=budget, progress=events.append)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert events[-1].total >= 4 * 5  # several tiles of 5 frames each
+    np.testing.assert_array_equal(tiled, whole)
+    assert peak - tiled.nbytes < budget
+
+
+def test_refuse_budget_too_small_is_explained():
+    from napari_focus_stack import fuse_from_depth
+
+    sim = simulate_stack((240, 280), 4, rgb=True, seed=26)
+    with pytest.raises(MemoryBudgetError, match="too small to re-fuse this stack"):
+        fuse_from_depth(sim.frames, np.zeros((240, 280), np.float32), device="cpu", max_memory=50_000)

@@ -36,7 +36,7 @@ from .depth import SliceSelector
 from .focus import FocusMeasure
 from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
 from .result import Progress, StackCancelled, StackResult
-from .tiling import plan_tiles, tile_bytes
+from .tiling import plan_refuse_tiles, plan_tiles, tile_bytes
 
 
 def value_range(dtype) -> float:
@@ -509,16 +509,36 @@ def aligned_like(frames, transforms, alignment=None):
     return AlignedFrames(frames, np.asarray(transforms), gains, offsets)
 
 
-def run_refuse(frames, depth, scale_factor, be, *, cancel=None):
+def run_refuse(frames, depth, scale_factor, be, *, cancel=None, max_memory=None):
     """Re-fuse ``frames`` along an edited ``depth`` map; yields Progress, returns the image.
 
     Pass frames through :func:`aligned_like` to re-fuse an aligned result.
+    Images whose working memory exceeds ``max_memory`` (default: the
+    backend's :meth:`default_budget`) are re-fused in tiles, with the same
+    result.
     """
     n = len(frames)
-    stop = cancel.is_set if cancel is not None else (lambda: False)
+    channels = frames.shape[3] if len(frames.shape) == 4 else 1
+    budget = max_memory or be.default_budget()
+    tiles = plan_refuse_tiles(
+        frames.shape[1:3], scale_factor, budget, channels, frames.dtype.itemsize, frames_in_budget=be.frames_in_budget
+    )
+    fused = None
     with be.device():
-        prepared = (prepare_frame(raw, scale_factor, be) for raw in prefetched(device_warped(frames, be), stop))
-        steps = fuse_frames_at_depth(prepared, n, be.asarray(depth).astype(be.xp.float32), be)
-        fused = yield from _relabel(steps, 0, n, "re-fusing")
-        _check_cancel(cancel)
-        return be.to_host(to_dtype(fused, frames.dtype, be))
+        for i, tile in enumerate(tiles):
+            part = frames if len(tiles) == 1 else CroppedFrames(frames, tile.read)
+            s = scale_factor
+            rows, cols = tile.read
+            tile_depth = depth[rows.start * s : rows.stop * s, cols.start * s : cols.stop * s]
+            stop = cancel.is_set if cancel is not None else (lambda: False)
+            prepared = (prepare_frame(raw, s, be) for raw in prefetched(device_warped(part, be), stop))
+            steps = fuse_frames_at_depth(prepared, n, be.asarray(tile_depth).astype(be.xp.float32), be)
+            image = yield from _relabel(steps, i * n, len(tiles) * n, "re-fusing")
+            _check_cancel(cancel)
+            image = be.to_host(to_dtype(image, frames.dtype, be))
+            if len(tiles) == 1:
+                return image
+            if fused is None:
+                fused = np.empty(tuple(depth.shape[:2]) + image.shape[2:], dtype=image.dtype)
+            fused[tile.write] = image[tile.keep]
+    return fused

@@ -163,3 +163,44 @@ def tile_bytes(tiles, params, channels, itemsize, warp_band_pixels=0):
     area = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
     warp = warp_band_bytes(min(warp_band_pixels, area), channels, itemsize) if warp_band_pixels else 0
     return int(area * params.scale_factor**2 * per_pixel) + warp
+
+
+def refuse_bytes_per_pixel(channels, itemsize, scale_factor):
+    """Bytes per output pixel of re-fusing along a depth map (:func:`~.pipeline.run_refuse`)."""
+    frame = channels * itemsize
+    # depth, slice index, two weights, two gathered frames, masks, the float
+    # blend and the frames in flight (decoded, read ahead, up-sampled)
+    per_pixel = 4 + 2 + 8 + 2 * frame + 2 + 2 * channels * 4 + frame + 2 * frame / scale_factor**2
+    if scale_factor > 1:
+        per_pixel += channels * 4
+    return 1.25 * per_pixel
+
+
+def plan_refuse_tiles(in_shape, scale_factor, budget_bytes, channels, itemsize, *, frames_in_budget=True):
+    """Tiles for re-fusing within ``budget_bytes``: the same :class:`Tile` layout as :func:`plan_tiles`.
+
+    Re-fusing is per pixel, so tiles overlap only by the one input pixel that
+    bilinear up-sampling reaches (none at ``scale_factor`` 1).
+    """
+    s = scale_factor
+    height, width = in_shape
+    in_pixel = refuse_bytes_per_pixel(channels, itemsize, s) * s * s
+    if height * width * in_pixel <= budget_bytes:
+        return [Tile((slice(0, height), slice(0, width)), (slice(None), slice(None)), (slice(None), slice(None)))]
+    reserve = 3 * height * width * channels * itemsize if frames_in_budget else 0
+    halo = 1 if s > 1 else 0
+    side = math.isqrt(max(0, int((budget_bytes - reserve) / in_pixel)))
+    core = side - 2 * halo
+    if core < 16:
+        need = (2 * halo + 16) ** 2 * in_pixel + reserve
+        raise MemoryBudgetError(
+            f"a memory budget of {format_bytes(budget_bytes)} is too small to re-fuse this stack; "
+            f"at least {format_bytes(need)} is needed"
+        )
+    tiles = []
+    for rows, row_off, row_len, row_at in _axis_tiles(height, core, halo):
+        for cols, col_off, col_len, col_at in _axis_tiles(width, core, halo):
+            keep = (slice(row_off * s, (row_off + row_len) * s), slice(col_off * s, (col_off + col_len) * s))
+            write = (slice(row_at * s, (row_at + row_len) * s), slice(col_at * s, (col_at + col_len) * s))
+            tiles.append(Tile((rows, cols), keep, write))
+    return tiles
