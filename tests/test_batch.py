@@ -256,6 +256,23 @@ def test_rewrite_removes_the_old_manifest_first(one_stack, monkeypatch):
     assert not is_complete(stack, outputs, first)
 
 
+def test_temporaries_of_a_killed_run_are_removed_and_nothing_else(one_stack):
+    stack, outdir = one_stack
+    options = BatchOptions(radius=4, depth=True)
+    outputs = stack_outputs(stack, outdir, options)
+    stale = [outputs.fused.with_name(f".{outputs.fused.name}.0a1b2c3d.tmp"),
+             outputs.manifest.with_name(f".{outputs.manifest.name}.ffffffff.tmp")]  # fmt: skip
+    kept = [outdir / ".notes.tmp", outdir / f".{outputs.fused.name}.not-ours.tmp", outdir / "other.0a1b2c3d.tmp"]
+    for path in stale + kept:
+        path.write_bytes(b"half a file")
+    assert process_one(stack, outdir, options).status == "done"
+    assert not any(path.exists() for path in stale)
+    assert all(path.read_bytes() == b"half a file" for path in kept)
+    assert sorted(p.name for p in outdir.iterdir() if not p.name.startswith(".")) == sorted(
+        [outputs.fused.name, outputs.depth.name, outputs.manifest.name, "other.0a1b2c3d.tmp"]
+    )
+
+
 def test_process_one_reports_bad_data_instead_of_raising(tmp_path):
     outdir = tmp_path / "out"
     outdir.mkdir()

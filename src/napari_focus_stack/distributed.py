@@ -148,7 +148,8 @@ def process_one(stack, outdir, options):
 
     Images are written atomically, the fused image last, then the manifest
     that marks the stack complete. A manifest left by an earlier run is
-    removed first, so an interrupted rewrite is never taken as complete.
+    removed first, so an interrupted rewrite is never taken as complete, and
+    so are the temporary files of its outputs that a killed run left.
 
     Parameters
     ----------
@@ -168,6 +169,8 @@ def process_one(stack, outdir, options):
     try:
         outputs = stack_outputs(stack, outdir, options)
         outputs.manifest.unlink(missing_ok=True)
+        for path in (*outputs.images().values(), outputs.manifest):  # left by a run that was killed
+            stack_io.remove_stale_temporaries(path)
         inputs = input_fingerprints(stack)
         engine = {**options.engine_options(), "device": worker_device(options.device)}
         with opencv_threads(options.threads_per_stack):

@@ -809,13 +809,34 @@ def read_metadata(path):
     return metadata if isinstance(metadata, dict) else {}
 
 
+def _temporary_name(path):
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+
+
+def remove_stale_temporaries(path):
+    """Remove the temporary files a killed :func:`write_atomically` of ``path`` left; returns how many.
+
+    Only names of exactly that form (``.name.<8 hex digits>.tmp``) are touched.
+    Call it only where nothing else is writing ``path`` at the same time.
+    """
+    path = Path(path)
+    removed = 0
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        token = candidate.name[len(path.name) + 2 : -len(".tmp")]
+        if len(token) == 8 and all(c in "0123456789abcdef" for c in token):
+            candidate.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def write_atomically(path, write):
     """Write ``path`` all at once: ``write(file)`` fills a temporary file beside it, then a rename.
 
     An interruption leaves either the old file or the new one, never half of
-    one; the temporary file is removed when ``write`` fails.
+    one; the temporary file is removed when ``write`` fails (a killed process
+    leaves it: :func:`remove_stale_temporaries`).
     """
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    temporary = _temporary_name(path)
     try:
         with open(temporary, "xb") as file:
             write(file)
