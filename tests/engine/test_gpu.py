@@ -144,9 +144,14 @@ def tiling_budget(shape, fraction, **params):
 
 @pytest.mark.parametrize("align", ["none", "similarity"])
 def test_tiles_on_gpu_equal_one_pass_and_respect_the_budget(fake_gpu, moving, align):
+    from napari_focus_stack.engine.tiling import plan_tiles, tile_bytes
+
     state = fake_gpu()
     whole = focus_stack(moving.frames, device="gpu", align=align)
-    budget = tiling_budget((200, 240), 0.3, align=align) + (2**20 if align != "none" else 0)
+    # 40 % of what one pass needs on the device, by the planner's own count
+    params, gpu = StackParams(align=align), dict(frames_in_budget=False, band_pixels=2**21, device_warp=align != "none")
+    one_pass = tile_bytes(plan_tiles((200, 240), params, 2**62, 3, 1, **gpu), params, 3, 1, **gpu)
+    budget = int(0.4 * one_pass)
     state.reset_peaks()
     tiled = focus_stack(moving.frames, device="gpu", align=align, max_memory=budget)
     assert tiled.metadata["tiles"] > 1

@@ -46,7 +46,7 @@ class SliceSelector:
             self.took_above = xp.zeros(score.shape, dtype=bool)
         else:
             # bands are independent: they run on all cores on the CPU
-            self.be.for_each_band(lambda rows: self._update_rows(rows, score, k), score.shape[0])
+            self.be.for_each_band(lambda rows: self._update_rows(rows, score, k), score.shape[0], width=score.shape[1])
         self.previous = score
         self.count = k + 1
         return self.took_best, self.took_above

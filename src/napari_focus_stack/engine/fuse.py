@@ -154,7 +154,7 @@ class WeightedFusion:
         def add(rows):
             self._add(rows, [plane[rows] for plane in planes], score[rows])
 
-        be.for_each_band(add, score.shape[0], step)
+        be.for_each_band(add, score.shape[0], step, width=score.shape[1])
 
     def _add(self, rows, planes, score):
         be, xp = self.be, self.be.xp

@@ -95,7 +95,7 @@ def finish_in_bands(selector, fuse_rows, dtype, be):
     depth = xp.empty(shape, dtype=xp.float32)
     confidence = xp.empty(shape, dtype=xp.float32)
     fused = None
-    step = band_rows(shape[0])
+    step = be.rows_per_band(shape[1], band_rows(shape[0]))
     for start in range(0, shape[0], step):
         rows = slice(start, start + step)
         depth[rows], confidence[rows] = selector.finish(rows)
@@ -377,11 +377,12 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
     device_warp = alignment is not None and backends[0].warps_on_device
     plan = {
         "frames_in_budget": backends[0].frames_in_budget,
-        "warp_band_pixels": backends[0].warp_band_pixels if device_warp else 0,
+        "band_pixels": backends[0].reserved_band_pixels(device_warp),
+        "device_warp": device_warp,
     }
     if len(backends) > 1:  # one stack on several devices: at least a tile for each
         whole = plan_tiles(frames.shape[1:3], params, 2**62, channels, frames.dtype.itemsize, **plan)
-        one_pass = tile_bytes(whole, params, channels, frames.dtype.itemsize, plan["warp_band_pixels"])
+        one_pass = tile_bytes(whole, params, channels, frames.dtype.itemsize, **plan)
         budget = min(budget, one_pass // len(backends))
     while True:
         tiles = plan_tiles(frames.shape[1:3], params, budget, channels, frames.dtype.itemsize, **plan)
@@ -400,7 +401,7 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
         for b in backends:
             b.release_memory()
         # half of what the largest tile needed, so the next plan has smaller tiles
-        budget = tile_bytes(tiles, params, channels, frames.dtype.itemsize, plan["warp_band_pixels"]) // 2
+        budget = tile_bytes(tiles, params, channels, frames.dtype.itemsize, **plan) // 2
     metadata = {**(metadata or {}), "n_frames": n, "tiles": len(tiles)}
     transforms = partial = None
     if alignment is not None:

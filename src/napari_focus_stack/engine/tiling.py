@@ -100,7 +100,28 @@ def _axis_tiles(size, core, halo):
     return spans
 
 
-def plan_tiles(in_shape, params, budget_bytes, channels, itemsize, *, frames_in_budget=True, warp_band_pixels=0):
+#: Temporaries per pixel of a band of the per-pixel stages (selection,
+#: fusion, finishing: sub-slice fit, confidence, blending, conversion).
+STAGE_BAND_BYTES_PER_PIXEL = 128
+
+
+def band_bytes(band_pixels, in_pixels, out_pixels, channels, itemsize, device_warp):
+    """Temporaries of one band on a device with bands of ``band_pixels`` (0: none set aside).
+
+    A tile of ``in_pixels`` input and ``out_pixels`` output pixels is warped
+    (``device_warp``) and finished in bands of at most ``band_pixels``; the
+    two do not overlap in time, so the larger counts.
+    """
+    if not band_pixels:
+        return 0
+    stage = int(1.25 * STAGE_BAND_BYTES_PER_PIXEL * min(band_pixels, out_pixels))
+    warp = warp_band_bytes(min(band_pixels, in_pixels), channels, itemsize) if device_warp else 0
+    return max(stage, warp)
+
+
+def plan_tiles(
+    in_shape, params, budget_bytes, channels, itemsize, *, frames_in_budget=True, band_pixels=0, device_warp=False
+):
     """Tiles covering an input of ``in_shape`` (Y, X) within ``budget_bytes``.
 
     Returns a single tile covering everything when the whole image fits.
@@ -108,21 +129,20 @@ def plan_tiles(in_shape, params, budget_bytes, channels, itemsize, *, frames_in_
     parts). When the budget is the memory that holds those frames
     (``frames_in_budget``: the host's, on the CPU) three whole frames
     (decoded, warped, read ahead) are set aside from it before tiles are
-    sized; a GPU's budget holds only the tiles. ``warp_band_pixels``: aligned
-    frames are warped on the device in bands of that many pixels, whose
-    temporaries are set aside too.
+    sized; a GPU's budget holds only the tiles. ``band_pixels``: the device
+    works in bands of that many pixels (warping aligned frames there if
+    ``device_warp``), whose temporaries are set aside too (:func:`band_bytes`).
     Raises MemoryBudgetError when even the smallest useful tile does not fit.
     """
     s = params.scale_factor
     height, width = in_shape
-    band = warp_band_pixels
-    per_pixel = working_bytes_per_pixel(channels, itemsize, params, band > 0)
+    per_pixel = working_bytes_per_pixel(channels, itemsize, params, device_warp)
     in_pixel = per_pixel * s * s  # per input pixel of a tile
 
-    def warp_reserve(pixels):  # a tile of ``pixels`` is warped in bands of at most ``band``
-        return warp_band_bytes(min(band, pixels), channels, itemsize) if band else 0
+    def reserve(pixels):  # band temporaries of a tile of ``pixels`` input pixels
+        return band_bytes(band_pixels, pixels, pixels * s * s, channels, itemsize, device_warp)
 
-    if height * width * in_pixel + warp_reserve(height * width) <= budget_bytes:
+    if height * width * in_pixel + reserve(height * width) <= budget_bytes:
         return [Tile((slice(0, height), slice(0, width)), (slice(None), slice(None)), (slice(None), slice(None)))]
     # three whole frames and the host warp's coordinate maps (8 bytes per pixel of a band)
     whole_frames = 0
@@ -134,16 +154,18 @@ def plan_tiles(in_shape, params, budget_bytes, channels, itemsize, *, frames_in_
     align = 2 ** pyramid_levels((height * s, width * s)) if params.method == "pyramid" else 1
     halo = math.ceil((math.ceil(reach(params, (height * s, width * s)) / s) + 1) / align) * align
     # input pixels per tile side, halo included
-    if band:  # a tile warped in one band, or in bands of ``band`` pixels if larger
-        side = math.isqrt(max(0, int(tile_budget / (in_pixel + warp_band_bytes(1, channels, itemsize)))))
-        if side * side > band:
-            side = max(math.isqrt(band), math.isqrt(max(0, int((tile_budget - warp_reserve(band)) / in_pixel))))
+    if band_pixels:  # tiles finished in one band, or in bands of ``band_pixels`` if larger
+        one_band = reserve(1)  # per input pixel while the tile is a single band
+        side = math.isqrt(max(0, int(tile_budget / (in_pixel + one_band))))
+        if side * side * s * s > band_pixels:
+            largest = math.isqrt(max(0, int((tile_budget - reserve(band_pixels)) / in_pixel)))
+            side = max(math.isqrt(band_pixels // (s * s)), largest)
     else:
         side = math.isqrt(max(0, int(tile_budget / in_pixel)))
     core = (side - 2 * halo) // align * align
     if core < max(align, 16):
         smallest = (2 * halo + max(align, 16)) ** 2
-        need = smallest * in_pixel + warp_reserve(smallest) + whole_frames
+        need = smallest * in_pixel + reserve(smallest) + whole_frames
         raise MemoryBudgetError(
             f"a memory budget of {format_bytes(budget_bytes)} is too small for these parameters; "
             f"at least {format_bytes(need)} is needed"
@@ -157,12 +179,12 @@ def plan_tiles(in_shape, params, budget_bytes, channels, itemsize, *, frames_in_
     return tiles
 
 
-def tile_bytes(tiles, params, channels, itemsize, warp_band_pixels=0):
-    """Working bytes the largest of ``tiles`` was planned to need."""
-    per_pixel = working_bytes_per_pixel(channels, itemsize, params, warp_band_pixels > 0)
+def tile_bytes(tiles, params, channels, itemsize, *, frames_in_budget=True, band_pixels=0, device_warp=False):
+    """Working bytes the largest of ``tiles`` was planned to need (``plan_tiles``'s options)."""
+    per_pixel = working_bytes_per_pixel(channels, itemsize, params, device_warp)
     area = max((t.read[0].stop - t.read[0].start) * (t.read[1].stop - t.read[1].start) for t in tiles)
-    warp = warp_band_bytes(min(warp_band_pixels, area), channels, itemsize) if warp_band_pixels else 0
-    return int(area * params.scale_factor**2 * per_pixel) + warp
+    s2 = params.scale_factor**2
+    return int(area * s2 * per_pixel) + band_bytes(band_pixels, area, area * s2, channels, itemsize, device_warp)
 
 
 def refuse_bytes_per_pixel(channels, itemsize, scale_factor):
