@@ -737,3 +737,21 @@ def test_reduced_other_sources_shrink_by_area(tmp_path, dtype):
         assert small.shape == (13, 18) and small.dtype == dtype
         np.testing.assert_array_equal(small, cv2.resize(stack[-1], (18, 13), interpolation=cv2.INTER_AREA))
         np.testing.assert_array_equal(frames.reduced(0, 70), stack[0])
+
+
+def test_read_image_gives_what_save_image_wrote(tmp_path):
+    from napari_focus_stack.io import read_image
+
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[..., 0] = 200  # red: a BGR mix-up would show
+    depth = np.linspace(0, 3, 20, dtype=np.float32).reshape(4, 5)
+    for name, image, metadata in [("a.png", rgb, None), ("d.tif", depth, {"content": "depth map"})]:
+        path = save_image(image, tmp_path / name, metadata=metadata)
+        read, found = read_image(path)
+        np.testing.assert_array_equal(read, image)
+        assert read.dtype == image.dtype and found == (metadata or {})
+    with pytest.raises(StackReadError, match="no such file"):
+        read_image(tmp_path / "missing.tif")
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(StackReadError, match="notes.txt"):
+        read_image(tmp_path / "notes.txt")

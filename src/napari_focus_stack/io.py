@@ -789,6 +789,33 @@ def save_image(image, path, *, metadata=None):
     return path
 
 
+def read_image(path, *, max_frame_pixels=400_000_000):
+    """One image (a fused image or a map a run wrote, or any single frame) and its metadata.
+
+    Reads what :func:`open_stack` reads (EXIF orientation applied, colour as
+    RGB); the metadata is :func:`read_metadata`'s for TIFF files, else empty.
+    Raises :class:`StackReadError` for a file that is not one readable image.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = save_image(np.full((2, 3, 3), 7, np.uint8), f"{folder}/a.tif", metadata={"radius": 8})
+    ...     image, metadata = read_image(path)
+    >>> image.shape, image.dtype.name, metadata
+    ((2, 3, 3), 'uint8', {'radius': 8})
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StackReadError(f"{path}: no such file")
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise StackReadError(_not_an_image_message(path))
+    frames = _read_single_frame(path, max_frame_pixels)
+    image = FrameSequence(frames.loaders, frames.shape, _output_dtype(frames.dtype, path), {})[0]
+    metadata = read_metadata(path) if path.suffix.lower() in TIFF_EXTENSIONS else {}
+    return image, metadata
+
+
 def read_metadata(path):
     """The metadata dict :func:`save_image` stored in a TIFF; empty if there is none.
 

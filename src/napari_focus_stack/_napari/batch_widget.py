@@ -16,10 +16,8 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import cv2
 import napari
 import numpy as np
-import tifffile
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox, TextEdit
 from napari.qt.threading import create_worker
 from napari.utils import progress
@@ -31,7 +29,7 @@ from ..batch import (
 )  # fmt: skip
 from ..distributed import StackOutcome, process_one
 from ..engine.result import ALIGN_MODES, DEFAULTS, METHODS
-from ..io import TIFF_EXTENSIONS, read_metadata
+from ..io import read_image
 from . import actions
 from .layers import PROVENANCE_KEY
 from .widget import DEVICES, TOOLTIPS, _row, _spin_box, check_gpu
@@ -142,13 +140,7 @@ def read_fused(path, name):
     TIFF files carry the run's parameters (kept in the layer's metadata) and
     their pixel size, which sets the layer's scale.
     """
-    path = Path(path)
-    if path.suffix.lower() in TIFF_EXTENSIONS:
-        image, provenance = tifffile.imread(path), read_metadata(path)
-    else:
-        image, provenance = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED), {}
-        if image.ndim == 3:
-            image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    image, provenance = read_image(path)
     kwargs = {"name": name, "rgb": image.ndim == 3, "metadata": {PROVENANCE_KEY: provenance}}
     if provenance.get("pixel_size_um") is not None:
         kwargs.update(scale=tuple(provenance["pixel_size_um"]), units=("µm", "µm"))
