@@ -21,6 +21,7 @@ _EXPORTS = {
     "StackCancelled": "engine.result",
     "Progress": "engine.result",
     "read_stack": "io",
+    "read_image": "io",
     "open_stack": "io",
     "save_image": "io",
     "split_into_stacks": "io",
