@@ -182,7 +182,8 @@ class NdimageBackend:
     #: device) rather than by OpenCV on the host's read-ahead thread.
     warps_on_device = True
     #: Output pixels warped at a time; bounds the warp's temporaries (about
-    #: 130 bytes per pixel of a band) and, on a GPU, the kernel launches.
+    #: 150 bytes per pixel of a band, :func:`~.tiling.warp_band_bytes`) and,
+    #: on a GPU, the kernel launches.
     warp_band_pixels = 2**16
 
     def warp_cubic(self, image, transform, rows, cols, origin=(0, 0)):
@@ -390,7 +391,8 @@ class CupyBackend(NdimageBackend):
         self.out_of_memory = (MemoryError, cupy.cuda.memory.OutOfMemoryError)
 
     #: Larger bands on a GPU: about 700 array operations per 12 MP frame in
-    #: 128-row bands become about 100; each costs ~10 us of launch overhead.
+    #: 128-row bands become about 200 (counted on the CuPy stand-in); each
+    #: costs a kernel launch, ~10 us of overhead.
     #: Temporaries: up to ~200 bytes per band pixel, set aside in the budget.
     band_pixels = 2**21
     warp_band_pixels = 2**21
