@@ -257,3 +257,22 @@ def test_aligned_frames_layer_and_alignment_in_metadata(make_napari_viewer):
     assert not np.array_equal(aligned.data[0], moving[0])
     run = viewer.layers["rail fused"].metadata[RUN_KEY]
     assert run.alignments[0][1]["mode"] == "similarity" and run.alignments[0][1]["failed"] == []
+
+
+def test_gpu_run_from_the_widget_thread(make_napari_viewer, qtbot, fake_gpu):
+    # the worker thread creates the backend and runs the GPU path (CuPy stand-in)
+    state = fake_gpu()
+    sim = simulate_stack((200, 240), 6, rgb=True, noise=0.01, drift=4, breathing=0.02, seed=7)
+    viewer = make_napari_viewer()
+    viewer.add_image(sim.frames, rgb=True, name="moving")
+    widget = FocusStackWidget(viewer)
+    qtbot.waitUntil(lambda: widget.device.native.model().item(2).isEnabled(), timeout=5_000)
+    widget.device.value = "gpu"
+    widget.run()
+    qtbot.waitUntil(lambda: "moving fused" in [layer.name for layer in viewer.layers], timeout=20_000)
+    fused = viewer.layers["moving fused"]
+    assert fused.metadata["focus_stack"]["device"] == "gpu:0"
+    assert len(state.downloads) == 3  # the fused image, depth and confidence; nothing else came back
+    expected = focus_stack(sim.frames, device="cpu").fused
+    difference = np.abs(np.asarray(fused.data).astype(int) - expected)
+    assert difference.max() <= 1 and (difference > 0).mean() < 0.005
