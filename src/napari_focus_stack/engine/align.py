@@ -1039,17 +1039,29 @@ def _correct_exposure(image, gain, offset):
     return cv2.transform(np.ascontiguousarray(image), matrix).reshape(image.shape)
 
 
+def _region_corners(transform, rows, cols):
+    """Where the four corner pixels of ``rows`` x ``cols`` map in the frame (float64 ``x``, ``y``)."""
+    x = np.array([cols.start, cols.stop - 1, cols.start, cols.stop - 1], float)
+    y = np.array([rows.start, rows.start, rows.stop - 1, rows.stop - 1], float)
+    return (np.asarray(transform, float) @ np.stack([x, y, np.ones(4)]))[:2]
+
+
 def _inside_outline(transform, frame_shape, rows, cols):
     """True when every output pixel of ``rows`` x ``cols`` maps inside the frame's pixel area."""
     height, width = frame_shape[:2]
-    x = np.array([cols.start, cols.stop - 1, cols.start, cols.stop - 1], float)
-    y = np.array([rows.start, rows.start, rows.stop - 1, rows.stop - 1], float)
-    sx, sy = (np.asarray(transform, float) @ np.stack([x, y, np.ones(4)]))[:2]
+    sx, sy = _region_corners(transform, rows, cols)
     # the outline maps to a convex quadrilateral; a margin of a few float32
     # steps covers the rounding of source_coordinates
     margin = 8 * float(np.spacing(np.float32(max(np.abs(sx).max(), np.abs(sy).max(), 1.0))))
     inside_x = sx.min() >= -0.5 + margin and sx.max() < width - 0.5 - margin
     return inside_x and sy.min() >= -0.5 + margin and sy.max() < height - 0.5 - margin
+
+
+def _outside_or_none(transform, frame_shape, rows, cols, xp=np):
+    """:func:`outside_frame`, or None when the region's outline shows every pixel is inside."""
+    if _inside_outline(transform, frame_shape, rows, cols):
+        return None
+    return outside_frame(transform, frame_shape, rows, cols, xp)
 
 
 def outside_frame(transform, frame_shape, rows, cols, xp=np):
@@ -1144,10 +1156,8 @@ def coverage_mask(transform, frame_shape, out_shape):
     >>> coverage_mask(shift, (3, 4), (3, 4))[0].tolist()
     [True, True, True, False]
     """
-    rows, cols = _full(out_shape)
-    if _inside_outline(transform, frame_shape, rows, cols):
-        return np.ones(out_shape[:2], dtype=bool)
-    return ~outside_frame(transform, frame_shape, rows, cols)
+    outside = _outside_or_none(transform, frame_shape, *_full(out_shape))
+    return np.ones(out_shape[:2], dtype=bool) if outside is None else ~outside
 
 
 # --------------------------------------------------------------------------
@@ -1212,9 +1222,7 @@ class AlignedFrames:
         if np.array_equal(transform, np.eye(3)):
             part = np.ascontiguousarray(frame[rows, cols])
             return WarpJob(part, None, rows, cols, (0, 0), (height, width), gain, offset)
-        x = np.array([cols.start, cols.stop - 1, cols.start, cols.stop - 1], float)
-        y = np.array([rows.start, rows.start, rows.stop - 1, rows.stop - 1], float)
-        sx, sy = (transform @ np.stack([x, y, np.ones(4)]))[:2]
+        sx, sy = _region_corners(transform, rows, cols)
         # Keys' cubic reaches from floor(x) - 1 to floor(x) + 2; one more on
         # each side for the float32 coordinates' rounding
         x_lo, x_hi = (int(np.clip(v, 0, width - 1)) for v in (math.floor(sx.min()) - 2, math.floor(sx.max()) + 3))
@@ -1225,10 +1233,8 @@ class AlignedFrames:
     def coverage(self, k, region=None):
         """Where frame ``k`` has real pixels: a bool mask (of ``region`` if given), or None for everywhere."""
         rows, cols = region if region is not None else _full(self.shape[1:3])
-        if _inside_outline(self.transforms[k], self.shape[1:3], rows, cols):
-            return None
-        mask = ~outside_frame(self.transforms[k], self.shape[1:3], rows, cols)
-        return None if mask.all() else mask
+        outside = _outside_or_none(self.transforms[k], self.shape[1:3], rows, cols)
+        return None if outside is None or not outside.any() else ~outside
 
     def partial_coverage(self):
         """Pixels that some frame does not cover (bool ``(Y, X)``), or None when all frames cover all."""
@@ -1287,6 +1293,6 @@ class WarpJob:
 
     def uncovered(self, be):
         """Where the output has no real pixels (bool, on the device), or None when it is all covered."""
-        if self.transform is None or _inside_outline(self.transform, self.frame_shape, self.rows, self.cols):
+        if self.transform is None:
             return None
-        return outside_frame(self.transform, self.frame_shape, self.rows, self.cols, be.xp)
+        return _outside_or_none(self.transform, self.frame_shape, self.rows, self.cols, be.xp)

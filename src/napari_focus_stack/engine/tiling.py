@@ -89,6 +89,22 @@ def format_bytes(n):
         n /= 1024
 
 
+def _whole(height, width):
+    """The one tile of an image that fits."""
+    return Tile((slice(0, height), slice(0, width)), (slice(None), slice(None)), (slice(None), slice(None)))
+
+
+def _grid(height, width, core, halo, s):
+    """Tiles keeping ``core`` input pixels a side, reading ``halo`` more, for an output ``s`` times larger."""
+    tiles = []
+    for rows, row_off, row_len, row_at in _axis_tiles(height, core, halo):
+        for cols, col_off, col_len, col_at in _axis_tiles(width, core, halo):
+            keep = (slice(row_off * s, (row_off + row_len) * s), slice(col_off * s, (col_off + col_len) * s))
+            write = (slice(row_at * s, (row_at + row_len) * s), slice(col_at * s, (col_at + col_len) * s))
+            tiles.append(Tile((rows, cols), keep, write))
+    return tiles
+
+
 def _axis_tiles(size, core, halo):
     """``(read, keep, write)`` slices along one axis of ``size`` input pixels."""
     spans = []
@@ -143,7 +159,7 @@ def plan_tiles(
         return band_bytes(band_pixels, pixels, pixels * s * s, channels, itemsize, device_warp)
 
     if height * width * in_pixel + reserve(height * width) <= budget_bytes:
-        return [Tile((slice(0, height), slice(0, width)), (slice(None), slice(None)), (slice(None), slice(None)))]
+        return [_whole(height, width)]
     # three whole frames and the host warp's coordinate maps (8 bytes per pixel of a band)
     whole_frames = 0
     if frames_in_budget:
@@ -170,13 +186,7 @@ def plan_tiles(
             f"a memory budget of {format_bytes(budget_bytes)} is too small for these parameters; "
             f"at least {format_bytes(need)} is needed"
         )
-    tiles = []
-    for rows, row_off, row_len, row_at in _axis_tiles(height, core, halo):
-        for cols, col_off, col_len, col_at in _axis_tiles(width, core, halo):
-            keep = (slice(row_off * s, (row_off + row_len) * s), slice(col_off * s, (col_off + col_len) * s))
-            write = (slice(row_at * s, (row_at + row_len) * s), slice(col_at * s, (col_at + col_len) * s))
-            tiles.append(Tile((rows, cols), keep, write))
-    return tiles
+    return _grid(height, width, core, halo, s)
 
 
 def tile_bytes(tiles, params, channels, itemsize, *, frames_in_budget=True, band_pixels=0, device_warp=False):
@@ -208,7 +218,7 @@ def plan_refuse_tiles(in_shape, scale_factor, budget_bytes, channels, itemsize, 
     height, width = in_shape
     in_pixel = refuse_bytes_per_pixel(channels, itemsize, s) * s * s
     if height * width * in_pixel <= budget_bytes:
-        return [Tile((slice(0, height), slice(0, width)), (slice(None), slice(None)), (slice(None), slice(None)))]
+        return [_whole(height, width)]
     reserve = 3 * height * width * channels * itemsize if frames_in_budget else 0
     halo = 1 if s > 1 else 0
     side = math.isqrt(max(0, int((budget_bytes - reserve) / in_pixel)))
@@ -219,10 +229,4 @@ def plan_refuse_tiles(in_shape, scale_factor, budget_bytes, channels, itemsize, 
             f"a memory budget of {format_bytes(budget_bytes)} is too small to re-fuse this stack; "
             f"at least {format_bytes(need)} is needed"
         )
-    tiles = []
-    for rows, row_off, row_len, row_at in _axis_tiles(height, core, halo):
-        for cols, col_off, col_len, col_at in _axis_tiles(width, core, halo):
-            keep = (slice(row_off * s, (row_off + row_len) * s), slice(col_off * s, (col_off + col_len) * s))
-            write = (slice(row_at * s, (row_at + row_len) * s), slice(col_at * s, (col_at + col_len) * s))
-            tiles.append(Tile((rows, cols), keep, write))
-    return tiles
+    return _grid(height, width, core, halo, s)
