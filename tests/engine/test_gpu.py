@@ -218,3 +218,36 @@ def test_refuse_on_gpu_agrees_with_cpu(gpu, moving):
     tiled = fuse_from_depth(moving.frames, depth, result=result, device="gpu", max_memory=3_000_000, progress=events.append)
     assert events[-1].total > 6
     np.testing.assert_array_equal(tiled, on_gpu)
+
+
+def test_a_run_uses_its_backends_gpu_whichever_thread_runs_it(fake_gpu, rgb):
+    # the backend is made here (gpu:1 current in this thread only); the run
+    # happens on another thread, as in napari's worker or a Dask task
+    import threading
+
+    from napari_focus_stack.engine.pipeline import drain, run_pipeline
+    from napari_focus_stack.io import open_stack
+
+    state = fake_gpu(devices=2)
+    be = get_backend("gpu:1")
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.append(drain(run_pipeline(open_stack(rgb.frames), StackParams(), be)))
+    )
+    thread.start()
+    thread.join()
+    assert results and results[0].device == "gpu:1"
+    assert state.allocations[1] > 0 and state.allocations[0] == 0
+
+
+def test_gpu_bands_are_large_and_cpu_bands_as_asked(fake_gpu):
+    from napari_focus_stack.engine.backend import NdimageBackend
+
+    fake_gpu()
+    gpu = get_backend("gpu")
+    bands = []
+    gpu.for_each_band(bands.append, 3000, 128, width=4000)
+    assert bands[0] == slice(0, 524) and len(bands) == 6  # 2 MP bands: fewer kernel launches
+    cpu_bands = []
+    NdimageBackend().for_each_band(cpu_bands.append, 3000, 128, width=4000)
+    assert len(cpu_bands) == 24  # 128-row bands stay in the CPU's cache
