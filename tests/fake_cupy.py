@@ -19,6 +19,14 @@ a mistake would otherwise only show on a GPU:
   collected), its peak recorded per device, and an allocation beyond the
   simulated memory raises ``cupy.cuda.memory.OutOfMemoryError``.
 
+* only names that CuPy has are offered: :data:`CUPY_API`,
+  :data:`NDARRAY_API` and :data:`NDIMAGE_API` list what the engine uses, and
+  ``tests/test_fake_cupy.py`` checks each against the real CuPy wherever it
+  is installed (CI installs it: it imports without a GPU). A NumPy function
+  that CuPy lacks fails here, not first on a GPU;
+* ``STATE.kernel_error`` makes every kernel raise, as CuPy does when it
+  cannot load NVRTC to compile them.
+
 It is not a simulator of CUDA's timing or streams: it checks what code does
 to arrays, not how fast it is.
 """
@@ -31,6 +39,22 @@ import weakref
 import numpy as np
 import scipy.ndimage
 from numpy.lib.mixins import NDArrayOperatorsMixin
+
+
+#: ``cupy.<name>`` that the engine and benchmarks use (NumPy's, wrapped, here).
+#: Add a name only after checking that CuPy has it (tests/test_fake_cupy.py).
+CUPY_API = frozenset(
+    "add arange ascontiguousarray clip copyto empty empty_like equal floor full greater "
+    "log maximum multiply ones repeat rint stack where zeros zeros_like "
+    "float32 float64 int16 int32 int64 uint8 uint16 bool_".split()
+)
+#: ``cupy.ndarray`` attributes and methods offered on device arrays.
+NDARRAY_API = frozenset(
+    "astype copy reshape sum max min mean any all argmax ravel fill "
+    "dtype ndim shape size nbytes strides flags".split()
+)
+#: ``cupyx.scipy.ndimage`` functions.
+NDIMAGE_API = frozenset("correlate1d laplace zoom".split())
 
 
 class OutOfMemoryError(MemoryError):
@@ -53,6 +77,7 @@ class FakeGPUState:
         self.held_at_free = []  # bytes in use at each free_all_blocks()
         self.uploads = []  # (shape, dtype) of each host -> device copy
         self.downloads = []  # (shape, dtype) of each device -> host copy
+        self.kernel_error = None  # raised by every kernel when set (CuPy without NVRTC)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._owned = {}
@@ -130,6 +155,8 @@ class DeviceArray(NDArrayOperatorsMixin):
 
     # --- array protocol -----------------------------------------------
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        if STATE.kernel_error is not None:
+            raise STATE.kernel_error
         out = kwargs.pop("out", None)
         kwargs = _unwrap(kwargs)
         if out is not None:
@@ -143,6 +170,8 @@ class DeviceArray(NDArrayOperatorsMixin):
         return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
     def __getattr__(self, name):
+        if name not in NDARRAY_API:
+            raise AttributeError(f"'cupy.ndarray' stand-in has no attribute {name!r} (see NDARRAY_API)")
         attr = getattr(_unwrap(self), name)
         if callable(attr):
             return lambda *args, **kwargs: _wrap(attr(*_unwrap(args), **_unwrap(kwargs)))
@@ -227,6 +256,8 @@ def asnumpy(a, stream=None):
 
 def _function(func):
     def call(*args, **kwargs):
+        if STATE.kernel_error is not None:
+            raise STATE.kernel_error
         return _wrap(func(*_unwrap(args), **_unwrap(kwargs)))
 
     call.__name__ = getattr(func, "__name__", "function")
@@ -288,6 +319,8 @@ class _CupyModule(types.ModuleType):
     """``cupy``: anything not defined here is NumPy's, wrapped."""
 
     def __getattr__(self, name):
+        if name not in CUPY_API:
+            raise AttributeError(f"module 'cupy' stand-in has no attribute {name!r} (see CUPY_API)")
         attr = getattr(np, name)
         if isinstance(attr, type) or not callable(attr):
             return attr  # dtypes (cupy.float32 is numpy.float32), constants
@@ -309,9 +342,8 @@ def _make_modules():
     )
 
     ndimage = types.ModuleType("cupyx.scipy.ndimage")
-    for name in dir(scipy.ndimage):
-        if not name.startswith("_") and callable(getattr(scipy.ndimage, name)):
-            setattr(ndimage, name, _function(getattr(scipy.ndimage, name)))
+    for name in NDIMAGE_API:
+        setattr(ndimage, name, _function(getattr(scipy.ndimage, name)))
     cupyx = types.ModuleType("cupyx")
     cupyx.empty_pinned = np.empty  # page-locked host memory: ordinary host memory here
     cupyx_scipy = types.ModuleType("cupyx.scipy")

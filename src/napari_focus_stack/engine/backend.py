@@ -275,7 +275,13 @@ class NdimageBackend:
         if frame.ndim == 2:
             return frame.astype(xp.float32)
         w = self.constant(LUMA_WEIGHTS)
-        return frame.astype(xp.float32, copy=False) @ w
+        # Elementwise, channel by channel: no float32 copy of the whole colour
+        # frame, and no matrix product, which CuPy would hand to cuBLAS (a
+        # library the GPU path otherwise never loads).
+        gray = xp.multiply(frame[..., 0], w[0], dtype=xp.float32)
+        for c in (1, 2):
+            gray += xp.multiply(frame[..., c], w[c], dtype=xp.float32)
+        return gray
 
 
 def _keys_weights(t, xp):
@@ -365,7 +371,7 @@ def _cupy_backend(index):
     """CuPy backend on device ``index``, or DeviceUnavailableError saying why not."""
     hint = (
         'install CuPy with `pip install "napari-focus-stack[gpu]"` '
-        '(or "[gpu-cuda13]" for CUDA 13 drivers)'
+        '(or "[gpu-cuda13]" for its CUDA 13 build)'
     )
     try:
         import cupy
@@ -378,8 +384,38 @@ def _cupy_backend(index):
         raise DeviceUnavailableError(f"GPU requested but CUDA reports no usable device ({exc})") from exc
     if index >= count:
         raise DeviceUnavailableError(f"GPU {index} requested but only {count} GPU(s) found")
+    why = _kernel_check(cupy, index)
+    if why is not None:
+        raise DeviceUnavailableError(
+            f"GPU {index} found, but CuPy cannot run kernels on it ({why}). CuPy compiles its "
+            "kernels with CUDA's runtime libraries (NVRTC): install them with CuPy, "
+            '`pip install "napari-focus-stack[gpu]"` (cupy-cuda12x[ctk]), or install the CUDA Toolkit'
+        )
     cupy.cuda.Device(index).use()
     return CupyBackend(cupy, cundi, index)
+
+
+#: (CuPy module, device) -> None when a test kernel ran, else why not.
+_KERNEL_CHECKS = {}
+
+
+def _kernel_check(cupy, index):
+    """Run one tiny kernel on GPU ``index`` (once per process): None if it worked, else why not.
+
+    A driver and a device are not enough: CuPy compiles kernels at run time
+    with NVRTC, which a CuPy wheel installed without CUDA's libraries cannot
+    find. Without this check such a run would fail in its first filter, deep
+    in the pipeline, and ``device="auto"`` could not fall back to the CPU.
+    """
+    key = (id(cupy), index)
+    if key not in _KERNEL_CHECKS:
+        try:
+            with cupy.cuda.Device(index):
+                total = float((cupy.arange(4, dtype=cupy.float32) * 2).sum())
+            _KERNEL_CHECKS[key] = None if total == 12 else f"a test kernel computed {total}, not 12"
+        except Exception as exc:  # DynamicLibNotFoundError (no NVRTC), CUDA errors
+            _KERNEL_CHECKS[key] = f"{type(exc).__name__}: {exc}"
+    return _KERNEL_CHECKS[key]
 
 
 class CupyBackend(NdimageBackend):
