@@ -12,6 +12,7 @@ import platform
 import statistics
 import sys
 import time
+import traceback
 
 import numpy as np
 
@@ -223,16 +224,27 @@ def main(argv=None):
         f"{cupy.cuda.runtime.getDeviceCount()} device(s)"
     )
     started = time.perf_counter()
-    agreement("cpu", args.device)
-    print(f"\n(agreement done after {time.perf_counter() - started:.0f} s)")
-    aligns = [None, "similarity"]
     sizes = [float(s) for s in args.sizes.split(",")]
-    transfers(sizes[0])
-    speed(sizes, args.frames, args.repeat, args.device, aligns)
+    sections = [
+        ("agreement", lambda: agreement("cpu", args.device)),
+        ("transfers", lambda: transfers(sizes[0])),
+        ("speed", lambda: speed(sizes, args.frames, args.repeat, args.device, [None, "similarity"])),
+    ]
     if args.budget_sizes:
-        budget_check([float(s) for s in args.budget_sizes.split(",")], args.frames, args.device)
-    print(f"\nTotal time: {time.perf_counter() - started:.0f} s")
-    return 0
+        budget_sizes = [float(s) for s in args.budget_sizes.split(",")]
+        sections.append(("budget", lambda: budget_check(budget_sizes, args.frames, args.device)))
+    failed = []
+    for name, run in sections:
+        # a GPU is lent for minutes: one section's failure must not cost the others' tables
+        try:
+            run()
+        except Exception:
+            failed.append(name)
+            print(f"\n### {name}: FAILED\n\n```\n{traceback.format_exc(limit=8)}```")
+        print(f"\n({name} done after {time.perf_counter() - started:.0f} s)")
+        sys.stdout.flush()
+    print(f"\nTotal time: {time.perf_counter() - started:.0f} s" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

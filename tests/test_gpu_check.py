@@ -10,12 +10,17 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
 
 
-@pytest.mark.slow
-def test_gpu_check_runs_and_prints_its_tables(fake_gpu, capsys):
-    fake_gpu()
+def load_script():
     spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
     gpu_check = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu_check)
+    return gpu_check
+
+
+@pytest.mark.slow
+def test_gpu_check_runs_and_prints_its_tables(fake_gpu, capsys):
+    fake_gpu()
+    gpu_check = load_script()
     code = gpu_check.main(["--sizes", "0.05", "--frames", "4", "--repeat", "1", "--budget-sizes", "0.05"])
     out = capsys.readouterr().out
     assert code == 0
@@ -32,3 +37,27 @@ def test_gpu_check_runs_and_prints_its_tables(fake_gpu, capsys):
     speed = out.split("### GPU speed")[1].split("###")[0]
     assert "MP x 4 | none |" in speed and "MP x 4 | similarity |" in speed
     assert "skipped" not in speed
+
+
+def test_a_failing_section_keeps_the_others(fake_gpu, capsys, monkeypatch):
+    fake_gpu()
+    gpu_check = load_script()
+
+    def broken(*args):
+        raise RuntimeError("cuFFT went missing")
+
+    monkeypatch.setattr(gpu_check, "agreement", broken)
+    code = gpu_check.main(["--sizes", "0.05", "--frames", "3", "--repeat", "1", "--budget-sizes", ""])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "### agreement: FAILED" in out and "RuntimeError: cuFFT went missing" in out
+    assert "### GPU speed" in out and "transfers and warp" in out
+    assert out.rstrip().endswith("failed: agreement")
+
+
+def test_without_a_gpu_it_says_why(monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    assert load_script().main([]) == 1
+    assert "No GPU: GPU requested but CuPy is not installed" in capsys.readouterr().out
