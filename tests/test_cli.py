@@ -190,3 +190,35 @@ def test_unknown_align_mode(tmp_path, frames_dir, capsys):
     with pytest.raises(SystemExit):
         main([str(folder), "-o", str(tmp_path / "f.tif"), "--align", "wobbly"])
     assert "invalid choice: 'wobbly'" in capsys.readouterr().err
+
+
+def test_one_stack_runs_on_small_pages_and_restores_numpys_setting(tmp_path, frames_dir, monkeypatch):
+    # a one-shot run touches every array for the first time: NumPy's huge
+    # pages cost more there than they save (engine/backend.py, small_pages)
+    from napari_focus_stack.engine import backend, pipeline
+
+    switch = backend._hugepage_switch()
+    if switch is None:
+        pytest.skip("this NumPy has no huge-page switch")
+    monkeypatch.delenv("NUMPY_MADVISE_HUGEPAGE", raising=False)
+    seen = []
+    real = pipeline.run_pipeline
+
+    def spy(*args, **kwargs):
+        previous = switch(False)  # reads the setting (and leaves it as it was)
+        switch(previous)
+        seen.append(previous)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", spy)
+    folder, _ = frames_dir
+    before = switch(True)
+    try:
+        assert main([str(folder), "-o", str(tmp_path / "f.tif"), "-q"]) == 0
+        assert seen == [False]
+        assert switch(True) is True  # restored
+        monkeypatch.setenv("NUMPY_MADVISE_HUGEPAGE", "1")  # the user's choice wins
+        assert main([str(folder), "-o", str(tmp_path / "g.tif"), "-q"]) == 0
+        assert seen == [False, True]
+    finally:
+        switch(before)

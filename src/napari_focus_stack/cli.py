@@ -139,6 +139,13 @@ def progress_bar():
 
 
 def run(args):
+    from .engine.backend import small_pages
+
+    with small_pages():  # one stack, one process: every array is a first touch
+        return run_one(args)
+
+
+def run_one(args):
     from .engine.backend import get_backends
     from .engine.pipeline import drain, run_pipeline
     from .engine.result import StackParams

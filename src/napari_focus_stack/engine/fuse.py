@@ -140,19 +140,21 @@ class WeightedFusion:
     def update(self, frame, score):
         """Add ``frame`` with its focus ``score`` (left unchanged)."""
         be, xp = self.be, self.be.xp
-        planes = be.channel_planes(frame)
         if self.sums is None:
-            self.sums = [plane.astype(xp.float32) for plane in planes]
+            self.sums = [plane.astype(xp.float32) for plane in be.channel_planes(frame)]
             self.best = be.gaussian(score, self.sigma)
             self.weight = xp.ones(score.shape, dtype=xp.float32)
             self._smoothed = xp.empty_like(self.best)  # reused for every later frame
             return
         score = be.gaussian(score, self.sigma, out=self._smoothed)
-        # in bands of rows: temporaries stay small and in cache, and bands run in parallel
+        # in bands of rows: temporaries stay small and in cache, and bands run
+        # in parallel. The colour planes are split per band too: splitting a
+        # whole 12 MP frame costs 40 ms, mostly page faults of three new
+        # planes, against 0.08 s for the whole update (benchmarks/RESULTS.md).
         step = max(16, min(128, score.shape[0] // 16))
 
         def add(rows):
-            self._add(rows, [plane[rows] for plane in planes], score[rows])
+            self._add(rows, be.channel_planes(frame[rows]), score[rows])
 
         be.for_each_band(add, score.shape[0], step, width=score.shape[1])
 
