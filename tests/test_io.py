@@ -755,3 +755,27 @@ def test_read_image_gives_what_save_image_wrote(tmp_path):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(StackReadError, match="notes.txt"):
         read_image(tmp_path / "notes.txt")
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png", ".bmp", ".webp"])
+def test_colour_order_of_every_decoded_format(tmp_path, suffix):
+    # pure red, green and blue thirds: whatever decodes to RGB (OpenCV >= 4.11
+    # directly, older ones through BGR), each third keeps its channel
+    frame = np.zeros((48, 96, 3), np.uint8)
+    for c in range(3):
+        frame[:, 32 * c : 32 * (c + 1), c] = 220
+    for name in ("a", "b"):
+        Image.fromarray(frame).save(tmp_path / f"{name}{suffix}", quality=95)
+    frames = open_stack(tmp_path)
+    for image in (frames[0], frames.reduced(0, 48)):  # full size, and JPEG's reduced decoding
+        step = image.shape[1] // 3
+        for c in range(3):
+            means = image[:, step * c + 2 : step * (c + 1) - 2].reshape(-1, 3).mean(axis=0)
+            assert means[c] > 200 and np.delete(means, c).max() < 20, (c, means)
+
+
+def test_sixteen_bit_png_colour_order(tmp_path):
+    stack = random_stack((2, 5, 6, 3), dtype=np.uint16)
+    frames = open_stack(write_frames(tmp_path, stack, ["a.png", "b.png"]))
+    assert frames.dtype == np.uint16
+    np.testing.assert_array_equal(frames[1], stack[1])

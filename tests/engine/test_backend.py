@@ -82,3 +82,11 @@ def test_gpu_without_cupy_says_how_to_install(monkeypatch, device):
 def test_unknown_device(device):
     with pytest.raises(ValueError, match="device must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'gpu:all'"):
         get_backend(device)
+
+
+@pytest.mark.parametrize("be", [CV, ND], ids=["opencv", "ndimage"])
+@pytest.mark.parametrize("image", [GRAY, RGB, (RGB * 255).astype(np.uint8)], ids=["gray", "rgb", "rgb-uint8"])
+def test_luminance_into_a_given_buffer(be, image):
+    out = np.full(image.shape[:2], np.nan, dtype=np.float32)
+    assert be.luminance(image, out=out) is out
+    np.testing.assert_array_equal(out, be.luminance(image))

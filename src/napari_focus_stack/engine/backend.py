@@ -303,16 +303,22 @@ class NdimageBackend:
         """The channels of ``(Y, X[, C])`` as a list of 2-D arrays (views where possible)."""
         return [frame] if frame.ndim == 2 else [frame[..., c] for c in range(frame.shape[2])]
 
-    def luminance(self, frame):
-        """Grey float32 image (a new array) from ``(Y, X)`` or ``(Y, X, 3)``, same value units."""
+    def luminance(self, frame, out=None):
+        """Grey float32 image from ``(Y, X)`` or ``(Y, X, 3)``, same value units.
+
+        Written to ``out`` (float32, ``(Y, X)``) when given, else a new array.
+        """
         xp = self.xp
         if frame.ndim == 2:
-            return frame.astype(xp.float32)
+            if out is None:
+                return frame.astype(xp.float32)
+            xp.copyto(out, frame)
+            return out
         w = self.constant(LUMA_WEIGHTS)
         # Elementwise, channel by channel: no float32 copy of the whole colour
         # frame, and no matrix product, which CuPy would hand to cuBLAS (a
         # library the GPU path otherwise never loads).
-        gray = xp.multiply(frame[..., 0], w[0], dtype=xp.float32)
+        gray = xp.multiply(frame[..., 0], w[0], dtype=xp.float32, out=out)
         for c in (1, 2):
             gray += xp.multiply(frame[..., c], w[c], dtype=xp.float32)
         return gray
@@ -388,12 +394,15 @@ class OpenCVBackend(NdimageBackend):
         # contiguous planes: NumPy is slow on the stride-3 views of interleaved RGB
         return [frame] if frame.ndim == 2 else list(self._cv2.split(np.ascontiguousarray(frame)))
 
-    def luminance(self, frame):
+    def luminance(self, frame, out=None):
         if frame.ndim == 2:
-            return frame.astype(np.float32)
+            if out is None:
+                return frame.astype(np.float32)
+            np.copyto(out, frame)
+            return out
         cv2 = self._cv2
         m = np.asarray([LUMA_WEIGHTS], dtype=np.float32)
-        gray = np.empty(frame.shape[:2], dtype=np.float32)
+        gray = np.empty(frame.shape[:2], dtype=np.float32) if out is None else out
         # in bands, so the float copy of the colour frame stays small and in cache
         for start in range(0, frame.shape[0], 128):
             band = np.ascontiguousarray(frame[start : start + 128], dtype=np.float32)

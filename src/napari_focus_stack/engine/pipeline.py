@@ -127,11 +127,12 @@ def stack_tile(frames, params, be, levels, cancel, timings):
     to_unit = be.xp.float32(1.0 / value_range(frames.dtype))
     stop = cancel.is_set if cancel is not None else (lambda: False)
     clock = time.perf_counter()
+    gray_buffer = None  # one grey image for every frame: a fresh one per frame costs its page faults
     for k, raw in enumerate(prefetched(device_warped(frames, be), stop)):
         _check_cancel(cancel)
         t0 = time.perf_counter()
         frame = prepare_frame(raw, params.scale_factor, be)
-        gray = be.luminance(frame)
+        gray = gray_buffer = be.luminance(frame, out=gray_buffer)
         gray *= to_unit
         score = measure(gray)
         uncovered = _uncovered(frames, k, params.scale_factor, be, raw)
@@ -153,6 +154,7 @@ def stack_tile(frames, params, be, levels, cancel, timings):
         yield k
     _check_cancel(cancel)
     # what only the frame loop needed, freed before the outputs are allocated
+    gray_buffer = None
     measure.release()
     selector.previous = None
     if params.method == "depthmap":
