@@ -65,8 +65,8 @@ def small_pages():
     on the benchmark machine, writing 20 fresh 12 MP float32 arrays took 2.5 s
     with huge pages and 0.55 s without. Later runs in the same process reuse
     the freed huge pages and are faster with them (0.16 s), so only the
-    one-stack command line, whose arrays are all first touches, turns them
-    off. Nothing changes when ``NUMPY_MADVISE_HUGEPAGE`` is set (the user
+    one-stack command line, whose arrays are nearly all first touches, turns
+    them off (not for the pyramid method, which makes new levels per frame). Nothing changes when ``NUMPY_MADVISE_HUGEPAGE`` is set (the user
     decided) or NumPy lacks the switch; the previous setting is restored.
     """
     switch = _hugepage_switch()
