@@ -381,25 +381,6 @@ class OpenCVBackend(NdimageBackend):
         image = np.ascontiguousarray(image, dtype=np.float32)
         return cv2.Laplacian(image, cv2.CV_32F, dst=out, ksize=1, borderType=cv2.BORDER_REFLECT)
 
-    def pyramid_down(self, image):
-        # OpenCV's pyrDown is the same blur and sampling (reflect-101 borders),
-        # computing only the kept pixels: 11 ms instead of 56 for 12 MP RGB
-        if image.ndim == 3 and image.shape[2] > 4:
-            return super().pyramid_down(image)
-        image = np.ascontiguousarray(image, dtype=np.float32)
-        return self._cv2.pyrDown(image, borderType=self._borders["mirror"])
-
-    def pyramid_up(self, image, shape):
-        # pyrUp matches the zero-fill and interpolation exactly when the target
-        # is even in both directions (27 ms instead of 56 for 12 MP RGB); at
-        # an odd edge it reflects about another pixel, so those levels (the
-        # small ones, in practice) keep the reference code
-        if shape[0] % 2 or shape[1] % 2 or (image.ndim == 3 and image.shape[2] > 4):
-            return super().pyramid_up(image, shape)
-        image = np.ascontiguousarray(image, dtype=np.float32)
-        up = self._cv2.pyrUp(image, dstsize=(shape[1], shape[0]), borderType=self._borders["mirror"])
-        return up.reshape(tuple(shape[:2]) + image.shape[2:])
-
     def resize(self, image, factor):
         if factor == 1:
             return image
