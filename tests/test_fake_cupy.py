@@ -116,3 +116,17 @@ def test_real_cupy_without_a_usable_gpu_falls_back_to_the_cpu(real_cupy):
     assert "GPU" in why
     with pytest.raises(DeviceUnavailableError):
         get_backend("gpu")
+
+
+def test_kernel_check_is_per_cupy_module_and_retried_after_a_failure(fake_gpu):
+    # a fresh stand-in per test: an earlier module's verdict must not carry over
+    # (ids of freed modules are reused), and a failure is not remembered
+    state = fake_gpu()
+    state.kernel_error = RuntimeError("cudaErrorMemoryAllocation: out of memory")
+    assert get_backend("auto").name == "cpu"
+    state.kernel_error = None
+    assert get_backend("auto").name == "gpu:0"
+    for _ in range(5):
+        state = fake_gpu()
+        state.kernel_error = RuntimeError("libnvrtc.so.12 not found")
+        assert get_backend("auto").name == "cpu"

@@ -438,8 +438,10 @@ def _cupy_backend(index):
     return CupyBackend(cupy, cundi, index)
 
 
-#: (CuPy module, device) -> None when a test kernel ran, else why not.
-_KERNEL_CHECKS = {}
+#: (CuPy module, device) pairs where a test kernel ran. Keyed by the module
+#: itself (not its id, which a later module may reuse); only successes are
+#: kept, so a transient CUDA error does not keep "auto" on the CPU for good.
+_KERNEL_CHECKS = set()
 
 
 def _kernel_check(cupy, index):
@@ -450,15 +452,18 @@ def _kernel_check(cupy, index):
     find. Without this check such a run would fail in its first filter, deep
     in the pipeline, and ``device="auto"`` could not fall back to the CPU.
     """
-    key = (id(cupy), index)
-    if key not in _KERNEL_CHECKS:
-        try:
-            with cupy.cuda.Device(index):
-                total = float((cupy.arange(4, dtype=cupy.float32) * 2).sum())
-            _KERNEL_CHECKS[key] = None if total == 12 else f"a test kernel computed {total}, not 12"
-        except Exception as exc:  # DynamicLibNotFoundError (no NVRTC), CUDA errors
-            _KERNEL_CHECKS[key] = f"{type(exc).__name__}: {exc}"
-    return _KERNEL_CHECKS[key]
+    key = (cupy, index)
+    if key in _KERNEL_CHECKS:
+        return None
+    try:
+        with cupy.cuda.Device(index):
+            total = float((cupy.arange(4, dtype=cupy.float32) * 2).sum())
+    except Exception as exc:  # DynamicLibNotFoundError (no NVRTC), CUDA errors
+        return f"{type(exc).__name__}: {exc}"
+    if total != 12:
+        return f"a test kernel computed {total}, not 12"
+    _KERNEL_CHECKS.add(key)
+    return None
 
 
 class CupyBackend(NdimageBackend):
