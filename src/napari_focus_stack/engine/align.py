@@ -30,8 +30,10 @@ is the identity.
 """
 
 import math
+import os
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import cv2
@@ -612,15 +614,33 @@ class _Pyramids:
 
     def __getitem__(self, index):
         if index not in self._cache:
-            image = np.asarray(self._images[index], dtype=np.float32)
-            self.shape = self.shape or image.shape
-            if image.ndim != 2 or image.shape != self.shape:
-                raise ValueError(f"registration image {index} is {image.shape}: all must be one 2-D shape")
-            self._cache[index] = _pyramid(image)
+            self._cache[index] = self.build(index)
             if len(self._cache) > self._keep:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(index)
         return self._cache[index]
+
+    def build(self, index):
+        """The pyramid of ``images[index]``, not cached (safe from several threads once ``shape`` is set)."""
+        image = np.asarray(self._images[index], dtype=np.float32)
+        self.shape = self.shape or image.shape
+        if image.ndim != 2 or image.shape != self.shape:
+            raise ValueError(f"registration image {index} is {image.shape}: all must be one 2-D shape")
+        return _pyramid(image)
+
+
+#: Threads for alignment's independent per-pair work (OpenCV and NumPy release
+#: the GIL): a lent GPU machine's 16 cores estimate a stack's steps at once.
+ALIGN_THREADS = max(1, min(8, os.cpu_count() or 1))
+
+
+def in_parallel(function, items, threads=ALIGN_THREADS):
+    """``[function(item) for item in items]``, in order, on up to ``threads`` threads."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="focus-stack-align") as pool:
+        return list(pool.map(function, items))
 
 
 def estimate_transforms(images, mode="similarity", reference=None, *, full_shape=None):
@@ -673,7 +693,12 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
         identity = np.tile(np.eye(3), (n, 1, 1))
         return AlignmentResult(identity, reference, mode, np.ones(max(n - 1, 0)))
     pyramids = _Pyramids(images)
-    steps = [_register(pyramids[k], pyramids[k + 1], mode, None) for k in range(n - 1)]
+    pyramids[0]  # noqa: B018 -- fixes the shape every other image is checked against
+
+    def step(k):  # each pair on its own: both pyramids built here, in parallel with the others
+        return _register(pyramids.build(k), pyramids.build(k + 1), mode, None)
+
+    steps = in_parallel(step, range(n - 1))
     shape = pyramids.shape
     matrices = [matrix for matrix, _ in steps]
     quality = np.array([q for _, q in steps])

@@ -15,6 +15,7 @@ Frames are decoded one ahead on a second thread while the current one is
 measured, so decoding and computing overlap on two cores.
 """
 
+import os
 import queue
 import threading
 import time
@@ -437,14 +438,25 @@ def align_frames(frames, params, cancel):
     if params.reference is not None and params.reference >= n:
         raise ValueError(f"reference frame {params.reference} is not one of the {n} frames (0 to {n - 1})")
     # Kept per frame: its registration image (long side <= 1024 px) and a
-    # small copy for exposure (<= 256 px); not the frame itself.
-    images, small = [], []
-    for k in range(n):
-        _check_cancel(cancel)
+    # small copy for exposure (<= 256 px); not the frame itself. Frames are
+    # read and reduced on a few threads (each holds one whole frame at most).
+    def reduce(k):
         reduced = frames.reduced(k, REGISTRATION_MAX_SIDE)
-        images.append(registration_image(reduced))
-        small.append(shrink(reduced, GAIN_MAX_SIDE))
-        yield Progress("aligning", k + 1, n)
+        return registration_image(reduced), shrink(reduced, GAIN_MAX_SIDE)
+
+    images, small = [], []
+    with ThreadPoolExecutor(min(READ_THREADS, n), thread_name_prefix="focus-stack-reduce") as pool:
+        pending = [pool.submit(reduce, k) for k in range(n)]
+        try:
+            for k, future in enumerate(pending):
+                _check_cancel(cancel)
+                image, tiny = future.result()
+                images.append(image)
+                small.append(tiny)
+                yield Progress("aligning", k + 1, n)
+        finally:
+            for future in pending:
+                future.cancel()
     _check_cancel(cancel)
     full_shape = tuple(frames.shape[1:3])
     alignment = estimate_transforms(images, params.align, params.reference, full_shape=full_shape)
@@ -452,6 +464,10 @@ def align_frames(frames, params, cancel):
     gains, offsets = estimate_gains(small, alignment.transforms, alignment.reference, full_shape=full_shape)
     return alignment, AlignedFrames(frames, *negligible_as_none(alignment, gains, offsets, full_shape))
 
+
+#: Threads reading and reducing frames for alignment: few, since each may
+#: hold a whole decoded frame.
+READ_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 #: Below this (largest corner displacement over the stack, in px) frames are
 #: used as they are: resampling would blur them more than the motion does,
