@@ -296,10 +296,13 @@ class _MemoryPool:
     def free_bytes(self):
         return 0
 
+    def malloc(self, size):
+        raise NotImplementedError("the stand-in's allocations are counted in STATE, not through an allocator")
+
     def free_all_blocks(self):
-        # what is still held when the caller frees the pool (after an out-of-memory error)
+        # what is still held when the caller frees the pool (between tiles,
+        # after an out-of-memory error); peaks stay, as with CuPy
         STATE.held_at_free.append(STATE.live[STATE.current])
-        STATE.reset_peaks()
 
 
 _POOL = _MemoryPool()
@@ -336,6 +339,7 @@ def _make_modules():
     cupy.asnumpy = asnumpy
     cupy.get_default_memory_pool = lambda: _POOL
     cupy.cuda = types.SimpleNamespace(
+        set_allocator=lambda allocator=None: None,  # allocations are counted in STATE instead
         Device=_Device,
         runtime=_runtime(),
         memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),

@@ -156,6 +156,9 @@ def test_tiles_on_gpu_equal_one_pass_and_respect_the_budget(fake_gpu, moving, al
     tiled = focus_stack(moving.frames, device="gpu", align=align, max_memory=budget)
     assert tiled.metadata["tiles"] > 1
     assert state.peak[0] <= budget
+    # the pool is emptied after every tile, when only the cached kernels are alive
+    assert len(state.held_at_free) == tiled.metadata["tiles"]
+    assert max(state.held_at_free) < 4096
     np.testing.assert_allclose(tiled.depth, whole.depth, rtol=0, atol=1e-5 * 6)
     assert np.abs(tiled.fused.astype(int) - whole.fused).max() <= 1
 

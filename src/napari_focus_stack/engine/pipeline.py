@@ -301,6 +301,8 @@ def _stack_tiles(frames, params, be, tiles, levels, cancel, timings):
             steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, cancel, timings)
             for whole, part in zip(outputs, (yield from _relabel(steps, i * n, len(tiles) * n))):
                 whole[tile.write] = part[tile.keep]
+            steps = part = None
+            be.release_memory()  # a GPU pool's cached blocks: the next tile's sizes differ
         return outputs
 
 
@@ -331,6 +333,8 @@ def _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, tim
                     done.put(1)
                 for whole, part in zip(outputs, parts):
                     whole[tile.write] = part[tile.keep]
+                steps = parts = part = None
+                be.release_memory()
 
     with ThreadPoolExecutor(len(backends), thread_name_prefix="focus-stack-device") as pool:
         futures = [pool.submit(work, be) for be in backends]
@@ -388,7 +392,8 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
         one_pass = tile_bytes(whole, params, channels, frames.dtype.itemsize, **plan)
         budget = min(budget, one_pass // len(backends))
     while True:
-        tiles = plan_tiles(frames.shape[1:3], params, budget, channels, frames.dtype.itemsize, **plan)
+        usable = int(budget * backends[0].budget_share)
+        tiles = plan_tiles(frames.shape[1:3], params, usable, channels, frames.dtype.itemsize, **plan)
         try:
             if len(backends) == 1:
                 steps = _stack_tiles(frames, params, backends[0], tiles, levels, cancel, timings)
@@ -538,7 +543,7 @@ def run_refuse(frames, depth, scale_factor, be, *, cancel=None, max_memory=None)
     """
     n = len(frames)
     channels = frames.shape[3] if len(frames.shape) == 4 else 1
-    budget = max_memory or be.default_budget()
+    budget = int((max_memory or be.default_budget()) * be.budget_share)
     tiles = plan_refuse_tiles(
         frames.shape[1:3], scale_factor, budget, channels, frames.dtype.itemsize, frames_in_budget=be.frames_in_budget
     )
