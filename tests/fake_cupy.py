@@ -44,7 +44,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 #: ``cupy.<name>`` that the engine and benchmarks use (NumPy's, wrapped, here).
 #: Add a name only after checking that CuPy has it (tests/test_fake_cupy.py).
 CUPY_API = frozenset(
-    "add arange ascontiguousarray clip copyto empty empty_like equal floor full greater "
+    "abs add arange ascontiguousarray clip copyto empty empty_like equal floor full greater "
     "log maximum multiply ones repeat rint stack where zeros zeros_like "
     "float32 float64 int16 int32 int64 uint8 uint16 bool_".split()
 )
