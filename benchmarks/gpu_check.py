@@ -235,6 +235,9 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--device", default="gpu")
     parser.add_argument("--budget-sizes", default="45,100", help="megapixels run within a 2 GB budget ('' to skip)")
+    parser.add_argument(
+        "--sections", default="agreement,transfers,speed,budget", help="which tables to make, comma-separated"
+    )
     args = parser.parse_args(argv)
 
     from napari_focus_stack.engine.backend import gpu_status
@@ -262,6 +265,8 @@ def main(argv=None):
     if args.budget_sizes:
         budget_sizes = [float(s) for s in args.budget_sizes.split(",")]
         sections.append(("budget", lambda: budget_check(budget_sizes, args.frames, args.device)))
+    wanted = set(args.sections.split(","))
+    sections = [(name, run) for name, run in sections if name in wanted]
     failed = []
     for name, run in sections:
         # a GPU is lent for minutes: one section's failure must not cost the others' tables

@@ -61,3 +61,12 @@ def test_without_a_gpu_it_says_why(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "cupy", None)
     assert load_script().main([]) == 1
     assert "No GPU: GPU requested but CuPy is not installed" in capsys.readouterr().out
+
+
+def test_sections_can_be_chosen(fake_gpu, capsys):
+    fake_gpu()
+    code = load_script().main(["--sizes", "0.05", "--frames", "3", "--repeat", "1", "--sections", "speed"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "### GPU speed" in out
+    assert "agreement" not in out and "transfers and warp" not in out and "2 GB budget" not in out
