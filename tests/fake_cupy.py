@@ -77,6 +77,9 @@ class FakeGPUState:
         self.held_at_free = []  # bytes in use at each free_all_blocks()
         self.uploads = []  # (shape, dtype) of each host -> device copy
         self.downloads = []  # (shape, dtype) of each device -> host copy
+        self.pinned = []  # host buffers from cupyx.empty_pinned
+        self.pinned_uploads = []  # per upload: whether it came from such a buffer
+        self.stream_syncs = 0
         self.kernel_error = None  # raised by every kernel when set (CuPy without NVRTC)
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -241,6 +244,8 @@ def asarray(a, dtype=None, order=None):
     host = np.array(a, dtype=dtype, order=order or "K", copy=True)
     if isinstance(a, (np.ndarray, list, tuple)):
         STATE.uploads.append((host.shape, host.dtype))
+        pinned = isinstance(a, np.ndarray) and any(np.shares_memory(a, b) for b in STATE.pinned)
+        STATE.pinned_uploads.append(pinned)
     return _wrap(host)
 
 
@@ -308,6 +313,20 @@ class _MemoryPool:
 _POOL = _MemoryPool()
 
 
+class _Stream:
+    def synchronize(self):
+        STATE.stream_syncs += 1
+
+
+_STREAM = _Stream()
+
+
+def _empty_pinned(shape, dtype=np.float64):
+    buffer = np.empty(shape, dtype=dtype)
+    STATE.pinned.append(buffer)
+    return buffer
+
+
 def _runtime():
     runtime = types.SimpleNamespace()
     runtime.getDeviceCount = lambda: STATE.count
@@ -340,6 +359,7 @@ def _make_modules():
     cupy.get_default_memory_pool = lambda: _POOL
     cupy.cuda = types.SimpleNamespace(
         set_allocator=lambda allocator=None: None,  # allocations are counted in STATE instead
+        get_current_stream=lambda: _STREAM,
         Device=_Device,
         runtime=_runtime(),
         memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
@@ -349,7 +369,7 @@ def _make_modules():
     for name in NDIMAGE_API:
         setattr(ndimage, name, _function(getattr(scipy.ndimage, name)))
     cupyx = types.ModuleType("cupyx")
-    cupyx.empty_pinned = np.empty  # page-locked host memory: ordinary host memory here
+    cupyx.empty_pinned = _empty_pinned  # page-locked host memory: ordinary host memory here, tracked
     cupyx_scipy = types.ModuleType("cupyx.scipy")
     cupyx.scipy, cupyx_scipy.ndimage = cupyx_scipy, ndimage
     return {"cupy": cupy, "cupyx": cupyx, "cupyx.scipy": cupyx_scipy, "cupyx.scipy.ndimage": ndimage}

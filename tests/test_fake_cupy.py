@@ -58,7 +58,8 @@ def test_every_name_the_stand_in_offers_is_cupys(real_cupy):
     for path in ["asarray", "array", "asnumpy", "get_default_memory_pool", "cuda.Device",
                  "cuda.runtime.getDeviceCount", "cuda.runtime.memGetInfo",
                  "cuda.runtime.runtimeGetVersion", "cuda.runtime.getDeviceProperties",
-                 "cuda.memory.OutOfMemoryError", "ndarray.get", "cuda.set_allocator", "cuda.MemoryPool.malloc"]:
+                 "cuda.memory.OutOfMemoryError", "ndarray.get", "cuda.set_allocator", "cuda.MemoryPool.malloc",
+                 "cuda.get_current_stream", "cuda.Stream.synchronize"]:
         obj = cupy
         for part in path.split("."):
             obj = getattr(obj, part)

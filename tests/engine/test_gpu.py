@@ -78,8 +78,13 @@ def test_only_frames_go_up_and_only_results_come_back(fake_gpu, rgb):
     result = focus_stack(rgb.frames, device="gpu", align="none")
     frames = [(shape, dtype) for shape, dtype in state.uploads if len(shape) > 1]
     constants = [shape for shape, dtype in state.uploads if len(shape) <= 1]
-    # each frame goes up once, as uint8; the rest is a few filter kernels
+    # each frame goes up once, as uint8, from page-locked memory (staged on
+    # the read-ahead thread in two alternating buffers), and the upload is
+    # waited for before its buffer can be reused; the rest is a few filter kernels
     assert frames == [((160, 192, 3), np.dtype(np.uint8))] * 6
+    frame_uploads = [p for (shape, _), p in zip(state.uploads, state.pinned_uploads) if len(shape) > 1]
+    assert frame_uploads == [True] * 6
+    assert len(state.pinned) == 2 and state.stream_syncs >= 6
     assert len(constants) <= 8 and all(shape[0] <= 32 for shape in constants)
     assert state.downloads == [
         ((160, 192, 3), np.dtype(np.uint8)),
@@ -97,6 +102,7 @@ def test_aligned_frames_are_warped_on_the_device(fake_gpu, moving):
     # frame or coverage mask is made on the host
     frames = [(shape, dtype) for shape, dtype in state.uploads if len(shape) > 1]
     assert len(frames) == 6 and all(dtype == np.uint8 and len(shape) == 3 for shape, dtype in frames)
+    assert [p for (shape, _), p in zip(state.uploads, state.pinned_uploads) if len(shape) > 1] == [True] * 6
     assert len(state.downloads) == 3
 
 

@@ -15,6 +15,7 @@ Frames are decoded one ahead on a second thread while the current one is
 measured, so decoding and computing overlap on two cores.
 """
 
+import dataclasses
 import os
 import queue
 import threading
@@ -214,8 +215,37 @@ class _WarpJobs:
 
 
 def device_warped(frames, be):
-    """``frames``, or their :class:`WarpJob` where ``be`` warps aligned frames on its device."""
-    return _WarpJobs(frames) if be.warps_on_device and getattr(frames, "is_aligned", False) else frames
+    """``frames``, or their :class:`WarpJob` where ``be`` warps aligned frames on its device.
+
+    On a GPU, each frame's pixels are also copied into page-locked memory
+    (:class:`_PinnedFrames`), on the read-ahead thread that fetches them.
+    """
+    if be.warps_on_device and getattr(frames, "is_aligned", False):
+        frames = _WarpJobs(frames)
+    return _PinnedFrames(frames, be) if be.stages_in_pinned_memory else frames
+
+
+class _PinnedFrames:
+    """Frames (or :class:`WarpJob`) with their host pixels staged in page-locked memory.
+
+    Two buffers alternate: :func:`prefetched` stages frame ``k + 1`` while
+    frame ``k`` goes up, and asks for ``k + 2`` (which reuses ``k``'s buffer)
+    only after ``k`` was uploaded and the upload waited for.
+    """
+
+    def __init__(self, frames, be):
+        self.frames, self.be = frames, be
+        self.dtype, self.shape = frames.dtype, frames.shape
+        self._buffers = {}
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, k):
+        item = self.frames[k]
+        if isinstance(item, WarpJob):
+            return dataclasses.replace(item, raw=self.be.stage(item.raw, k % 2, self._buffers))
+        return self.be.stage(item, k % 2, self._buffers)
 
 
 class CroppedFrames:
