@@ -260,3 +260,15 @@ def test_gpu_bands_are_large_and_cpu_bands_as_asked(fake_gpu):
     cpu_bands = []
     NdimageBackend().for_each_band(cpu_bands.append, 3000, 128, width=4000)
     assert len(cpu_bands) == 24  # 128-row bands stay in the CPU's cache
+
+
+def test_a_gpu_budget_too_small_is_reported_in_the_callers_figures(fake_gpu, rgb):
+    # tiles use 80 % of a GPU budget; the message names the budget asked for
+    # and what would do, in the same terms
+    fake_gpu()
+    with pytest.raises(MemoryBudgetError) as caught:
+        focus_stack(rgb.frames, device="gpu", max_memory=100_000)
+    message = str(caught.value)
+    assert message.startswith("a memory budget of 97.7 KiB is too small")
+    assert "on a GPU, tiles use 80% of the budget" in message
+    focus_stack(rgb.frames, device="gpu", max_memory=caught.value.need)  # enough, as promised

@@ -16,6 +16,7 @@ measured, so decoding and computing overlap on two cores.
 """
 
 import dataclasses
+import math
 import os
 import queue
 import threading
@@ -38,7 +39,22 @@ from .depth import SliceSelector
 from .focus import FocusMeasure
 from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
 from .result import Progress, StackCancelled, StackResult
-from .tiling import plan_refuse_tiles, plan_tiles, tile_bytes
+from .tiling import MemoryBudgetError, format_bytes, plan_refuse_tiles, plan_tiles, tile_bytes
+
+
+def _plan_within(plan, budget, share):
+    """``plan(bytes)`` given ``share`` of ``budget``; a budget too small is reported in the caller's terms."""
+    try:
+        return plan(int(budget * share))
+    except MemoryBudgetError as exc:
+        if share >= 1 or exc.need is None:
+            raise
+        need = format_bytes(math.ceil(exc.need / share))
+        raise MemoryBudgetError(
+            f"a memory budget of {format_bytes(budget)} is too small for these parameters; at least {need} "
+            f"is needed (on a GPU, tiles use {share:.0%} of the budget: CuPy's memory pool keeps the rest)",
+            math.ceil(exc.need / share),
+        ) from None
 
 
 def value_range(dtype) -> float:
@@ -422,8 +438,11 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
         one_pass = tile_bytes(whole, params, channels, frames.dtype.itemsize, **plan)
         budget = min(budget, one_pass // len(backends))
     while True:
-        usable = int(budget * backends[0].budget_share)
-        tiles = plan_tiles(frames.shape[1:3], params, usable, channels, frames.dtype.itemsize, **plan)
+        tiles = _plan_within(
+            lambda usable: plan_tiles(frames.shape[1:3], params, usable, channels, frames.dtype.itemsize, **plan),
+            budget,
+            backends[0].budget_share,
+        )
         try:
             if len(backends) == 1:
                 steps = _stack_tiles(frames, params, backends[0], tiles, levels, cancel, timings)
@@ -573,9 +592,12 @@ def run_refuse(frames, depth, scale_factor, be, *, cancel=None, max_memory=None)
     """
     n = len(frames)
     channels = frames.shape[3] if len(frames.shape) == 4 else 1
-    budget = int((max_memory or be.default_budget()) * be.budget_share)
-    tiles = plan_refuse_tiles(
-        frames.shape[1:3], scale_factor, budget, channels, frames.dtype.itemsize, frames_in_budget=be.frames_in_budget
+    tiles = _plan_within(
+        lambda usable: plan_refuse_tiles(
+            frames.shape[1:3], scale_factor, usable, channels, frames.dtype.itemsize, frames_in_budget=be.frames_in_budget
+        ),
+        max_memory or be.default_budget(),
+        be.budget_share,
     )
     fused = None
     with be.device():

@@ -17,7 +17,11 @@ from .fuse import pyramid_levels, pyramid_reach
 
 
 class MemoryBudgetError(ValueError):
-    """The memory budget is too small for even one useful tile."""
+    """The memory budget is too small for even one useful tile; ``need`` is the least that would do."""
+
+    def __init__(self, message, need=None):
+        super().__init__(message)
+        self.need = need
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,8 @@ def plan_tiles(
         need = smallest * in_pixel + reserve(smallest) + whole_frames
         raise MemoryBudgetError(
             f"a memory budget of {format_bytes(budget_bytes)} is too small for these parameters; "
-            f"at least {format_bytes(need)} is needed"
+            f"at least {format_bytes(need)} is needed",
+            need,
         )
     return _grid(height, width, core, halo, s)
 
@@ -227,6 +232,7 @@ def plan_refuse_tiles(in_shape, scale_factor, budget_bytes, channels, itemsize, 
         need = (2 * halo + 16) ** 2 * in_pixel + reserve
         raise MemoryBudgetError(
             f"a memory budget of {format_bytes(budget_bytes)} is too small to re-fuse this stack; "
-            f"at least {format_bytes(need)} is needed"
+            f"at least {format_bytes(need)} is needed",
+            need,
         )
     return _grid(height, width, core, halo, s)
