@@ -510,7 +510,7 @@ class CupyBackend(NdimageBackend):
         The caller alternates slots: a slot is written again only after the
         frame staged in it went up (:meth:`asarray` waits for its copy).
         """
-        array = np.ascontiguousarray(array)
+        array = np.asarray(array)  # a crop may be a strided view: copied straight into the buffer
         buffer = buffers.get(slot)
         if buffer is None or buffer.nbytes < array.nbytes:
             import cupyx
