@@ -148,8 +148,8 @@ def test_simulate_stack_uses_given_arrays():
 def test_rendering_in_bands_is_seamless(monkeypatch):
     options = dict(rgb=True, depth="steps", dtype="float32", blur_per_slice=1.5, seed=5)
     whole = simulate_stack((64, 48), 6, **options)
-    monkeypatch.setattr(synthetic, "_BAND_BYTES", 1)  # one row per band
-    monkeypatch.setattr(synthetic, "_REMAP_MAX_SIDE", 30)  # two blocks of columns
+    monkeypatch.setattr(synthetic.surface, "_BAND_BYTES", 1)  # one row per band
+    monkeypatch.setattr(synthetic.surface, "_REMAP_MAX_SIDE", 30)  # two blocks of columns
     banded = simulate_stack((64, 48), 6, **options)
     np.testing.assert_allclose(banded.frames, whole.frames, atol=1e-5)
 
@@ -303,7 +303,17 @@ def test_write_sample_stack_is_readable_with_truth(tmp_path):
 
     paths = write_sample_stack(tmp_path / "sample", shape=(48, 64), n_slices=5)
     assert [p.name for p in paths] == ["z01.jpg", "z02.jpg", "z03.jpg", "z04.jpg", "z05.jpg"]
-    frames = open_stack(tmp_path / "sample")  # the truth/ sub-folder is not read as frames
+    frames = open_stack(tmp_path / "sample")  # the .truth/ sub-folder is not read as frames
     assert frames.shape == (5, 48, 64, 3)
-    assert (tmp_path / "sample" / "truth" / "all_in_focus.png").is_file()
-    assert tifffile.imread(tmp_path / "sample" / "truth" / "depth.tif").dtype == np.float32
+    assert (tmp_path / "sample" / ".truth" / "all_in_focus.png").is_file()
+    assert tifffile.imread(tmp_path / "sample" / ".truth" / "depth.tif").dtype == np.float32
+
+
+def test_a_batch_over_sample_stacks_finds_only_the_stacks(tmp_path):
+    from napari_focus_stack.batch import group_by_subfolder
+    from napari_focus_stack.synthetic import write_sample_stack
+
+    for name in ("s1", "s2"):
+        write_sample_stack(tmp_path / name, shape=(32, 40), n_slices=4)
+    stacks = group_by_subfolder(tmp_path)
+    assert sorted(stack.name for stack in stacks) == ["s1", "s2"]

@@ -1,17 +1,7 @@
-"""Focal-stack simulator with ground truth, for tests, benchmarks and sample data.
+"""Surface model: a textured surface blurred at each pixel by its own depth ("gather").
 
-A simulated stack is an all-in-focus *texture* seen through a lens focused at
-successive depths: slice ``k`` shows the texture blurred, at each pixel, by a
-Gaussian whose sigma grows with the distance between the surface depth there
-and ``k``. Optional per-frame motion (jitter, drift, rotation, breathing),
-exposure gain and sensor noise mimic what real stacks suffer from. Every
-simulated stack carries the truth it was made from, so that depth maps, fused
-images and alignment can be scored against it.
-
->>> from napari_focus_stack.synthetic import simulate_stack, psnr
->>> sim = simulate_stack(shape=(64, 64), n_slices=6, depth="slope")
->>> sim.frames.shape, sim.frames.dtype.name
-((6, 64, 64), 'uint8')
+The first model of the package: fast, and exact for smooth surfaces, but it has
+no occlusion (see :mod:`.layered`).
 """
 
 from dataclasses import dataclass
@@ -550,6 +540,16 @@ class SimulatedStack:
         ``(Z,)`` or ``(Z, 3)`` multiplicative gain per frame (and channel).
     params : dict
         Every parameter used, for provenance.
+    boundary : ndarray of bool or None
+        ``(Y, X)``: pixels within 3 px of an occlusion boundary (layered
+        scenes), where depth and colour change abruptly; None for a surface.
+    mask : ndarray of bool or None
+        ``(Y, X)``: where the depth can be observed, for scoring; None means
+        :func:`textured_mask` of ``texture``.
+    data_range : float or None
+        Value range for PSNR and SSIM; None means the dtype's full range.
+        Dim 16-bit scenes give the range their signal spans, so that SSIM
+        still measures structure.
     """
 
     frames: np.ndarray
@@ -558,6 +558,9 @@ class SimulatedStack:
     transforms: np.ndarray
     gains: np.ndarray
     params: dict
+    boundary: np.ndarray = None
+    mask: np.ndarray = None
+    data_range: float = None
 
 
 def _stack_shape(shape, texture, depth):
@@ -811,10 +814,11 @@ def depth_rmse(estimate, truth, mask=None):
     return float(np.sqrt(np.mean(difference**2)))
 
 
-def psnr(image, truth):
+def psnr(image, truth, data_range=None):
     """Peak signal-to-noise ratio (dB) of ``image`` against ``truth``.
 
-    The peak is the full range of ``truth``'s dtype (1.0 for floats).
+    The peak is ``data_range``, by default the full range of ``truth``'s
+    dtype (1.0 for floats).
 
     Examples
     --------
@@ -823,14 +827,15 @@ def psnr(image, truth):
     48.13
     """
     truth = np.asarray(truth)
-    peak = _full_scale(truth.dtype)
+    peak = _full_scale(truth.dtype) if data_range is None else float(data_range)
     return float(metrics.peak_signal_noise_ratio(truth, np.asarray(image), data_range=peak))
 
 
-def ssim(image, truth):
+def ssim(image, truth, data_range=None):
     """Structural similarity of ``image`` to ``truth``, gray or RGB.
 
-    The data range is the full range of ``truth``'s dtype (1.0 for floats).
+    The data range is ``data_range``, by default the full range of
+    ``truth``'s dtype (1.0 for floats).
 
     Examples
     --------
@@ -843,7 +848,7 @@ def ssim(image, truth):
         metrics.structural_similarity(
             truth,
             np.asarray(image),
-            data_range=_full_scale(truth.dtype),
+            data_range=_full_scale(truth.dtype) if data_range is None else float(data_range),
             channel_axis=-1 if truth.ndim == 3 else None,
         )
     )
@@ -855,10 +860,10 @@ def ssim(image, truth):
 
 
 def write_sample_stack(folder, *, shape=(768, 1024), n_slices=12, seed=0):
-    """Write a simulated RGB stack as JPEG frames, with its truth in ``truth/``.
+    """Write a simulated RGB stack as JPEG frames, with its truth in ``.truth/``.
 
     ``folder/z01.jpg ...`` are the frames (as a camera writes them);
-    ``folder/truth/all_in_focus.png`` and ``folder/truth/depth.tif`` (float32,
+    ``folder/.truth/all_in_focus.png`` and ``folder/.truth/depth.tif`` (float32,
     slices) are the ground truth. Sub-folders are not read as frames, so the
     folder can be given to the reader, the command line or napari as it is.
 
@@ -866,16 +871,16 @@ def write_sample_stack(folder, *, shape=(768, 1024), n_slices=12, seed=0):
     """
     from pathlib import Path
 
-    from .io import save_image
+    from ..io import save_image
 
     folder = Path(folder)
-    (folder / "truth").mkdir(parents=True, exist_ok=True)
+    (folder / ".truth").mkdir(parents=True, exist_ok=True)
     sim = simulate_stack(shape, n_slices, rgb=True, noise=0.01, seed=seed)
     paths = [folder / f"z{k + 1:02d}.jpg" for k in range(n_slices)]
     for path, frame in zip(paths, sim.frames):
         save_image(frame, path)
-    save_image(sim.texture, folder / "truth" / "all_in_focus.png")
-    save_image(sim.depth, folder / "truth" / "depth.tif", metadata={"content": "true depth (slices)"})
+    save_image(sim.texture, folder / ".truth" / "all_in_focus.png")
+    save_image(sim.depth, folder / ".truth" / "depth.tif", metadata={"content": "true depth (slices)"})
     return paths
 
 
@@ -892,7 +897,7 @@ def _main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     paths = write_sample_stack(args.folder, shape=args.size[::-1], n_slices=args.frames, seed=args.seed)
-    print(f"wrote {len(paths)} frames to {args.folder} (ground truth in {args.folder}/truth)")
+    print(f"wrote {len(paths)} frames to {args.folder} (ground truth in {args.folder}/.truth)")
 
 
 if __name__ == "__main__":

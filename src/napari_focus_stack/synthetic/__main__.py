@@ -1,0 +1,3 @@
+from .surface import _main
+
+_main()
