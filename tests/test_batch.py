@@ -249,11 +249,12 @@ def test_rewrite_removes_the_old_manifest_first(one_stack, monkeypatch):
     def interrupted(image, path, metadata=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(io, "save_image", interrupted)
+    monkeypatch.setattr(io, "image_writer", interrupted)
     with pytest.raises(KeyboardInterrupt):
         process_one(stack, outdir, BatchOptions(radius=8, depth=True))
     assert not outputs.manifest.exists()
     assert not is_complete(stack, outputs, first)
+    assert not list(outdir.glob(".*.tmp"))
 
 
 def test_temporaries_of_a_killed_run_are_removed_and_nothing_else(one_stack):
@@ -362,20 +363,24 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(scans, tmp_pa
     assert run_cli(capsys, "batch", scans, "-o", reference, "--depth", "-q")[0] == 0
 
     outdir = tmp_path / "out"
-    real_save = io.save_image
+    real_writer = io.image_writer
     written = []
 
     def dies_during_the_third_fused_image(image, path, metadata=None):
         written.append(Path(path).name)
         if Path(path).name == "field_3.tif":
-            raise KeyboardInterrupt  # after field_3's depth map was written
-        return real_save(image, path, metadata=metadata)
+            raise KeyboardInterrupt  # after field_3's depth map was written to its temporary
+        return real_writer(image, path, metadata=metadata)
 
-    monkeypatch.setattr(io, "save_image", dies_during_the_third_fused_image)
+    monkeypatch.setattr(io, "image_writer", dies_during_the_third_fused_image)
     code, _, err = run_cli(capsys, "batch", scans, "-o", outdir, "--depth", "-q")
     assert code == 130 and "rerun with --resume" in err
     monkeypatch.undo()
-    assert (outdir / "field_3_depth.tif").exists() and not (outdir / "field_3.json").exists()
+    assert "field_3_depth.tif" in written
+    # all or nothing: the interrupted stack left none of its files, not even a temporary
+    assert sorted(p.name for p in outdir.iterdir()) == [
+        "field_1.json", "field_1.tif", "field_1_depth.tif", "field_2.json", "field_2.tif", "field_2_depth.tif"
+    ]  # fmt: skip
     (outdir / "field_4.tif").write_bytes(b"a half-written file from some other program")
     before = {name: (outdir / name).stat().st_mtime_ns for name in ("field_1.tif", "field_2.json")}
 
@@ -502,14 +507,17 @@ def test_an_interrupted_first_stack_can_be_resumed(tmp_path, capsys, monkeypatch
         for k, frame in enumerate(simulate_stack((32, 32), 3, seed=2).frames):
             real_save(frame, tmp_path / "scans" / name / f"z{k}.png")
 
+    real_writer = distributed.stack_io.image_writer
+
     def interrupted(image, path, **kwargs):
         if not str(path).endswith("_depth.tif"):
             raise KeyboardInterrupt
-        return real_save(image, path, **kwargs)
+        return real_writer(image, path, **kwargs)
 
-    monkeypatch.setattr(distributed.stack_io, "save_image", interrupted)
+    monkeypatch.setattr(distributed.stack_io, "image_writer", interrupted)
     assert main(["batch", str(tmp_path / "scans"), "-o", str(tmp_path / "out"), "--depth", "-q"]) == 130
-    monkeypatch.setattr(distributed.stack_io, "save_image", real_save)
+    assert list((tmp_path / "out").iterdir()) == []  # the interrupted stack left nothing
+    monkeypatch.setattr(distributed.stack_io, "image_writer", real_writer)
     assert main(["batch", str(tmp_path / "scans"), "-o", str(tmp_path / "out"), "--depth", "-q", "--resume"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
         "a.json", "a.tif", "a_depth.tif", "b.json", "b.tif", "b_depth.tif",

@@ -1,10 +1,12 @@
 """Python API: :func:`focus_stack`, :func:`iter_focus_stack`, :func:`fuse_from_depth`
 and the drop-in :class:`FocusStacker` class of the original tool."""
 
+import warnings
+
 from .engine.backend import get_backend, get_backends
 from .engine.pipeline import aligned_like, drain, run_pipeline, run_refuse
-from .engine.result import DEFAULTS, StackParams
-from .io import open_stack, save_image, split_into_stacks
+from .engine.result import DEFAULTS, StackParams, check_max_memory
+from .io import non_finite_warning, open_stack, save_image, split_into_stacks
 
 
 def iter_focus_stack(
@@ -26,11 +28,16 @@ def iter_focus_stack(
     progress bar). Parameters are checked before the first frame is read.
     """
     params = StackParams(radius, smoothing, scale_factor, method, align, device, reference)
+    max_memory = check_max_memory(max_memory)
     frames = open_stack(source)
     backends = get_backends(params.device)
     return run_pipeline(
         frames, params, backends, metadata=frames.metadata, cancel=cancel, max_memory=max_memory
     )
+
+
+class MissingDataWarning(UserWarning):
+    """Frames held NaN or infinite pixels; they were treated as missing data."""
 
 
 def focus_stack(
@@ -84,16 +91,23 @@ def focus_stack(
         Called with a :class:`Progress` after every frame.
     cancel : threading.Event, optional
         When set, the run stops at the next frame with :class:`StackCancelled`.
-    max_memory : int, optional
-        Working-memory budget in bytes (default: half the free RAM, or 80 % of
-        the free GPU memory). Larger images are processed in overlapping
-        tiles, with the same result.
+    max_memory : int or str, optional
+        Working-memory budget in bytes, or a size such as ``"2GB"`` (default:
+        half the free RAM, or 80 % of the free GPU memory). Larger images are
+        processed in overlapping tiles, with the same result.
 
     Returns
     -------
     StackResult
         ``fused`` (input dtype), ``depth`` (float32, slices, 0 = first frame),
         ``confidence`` (float32 in [0, 1]) and the parameters used.
+
+    Warns
+    -----
+    MissingDataWarning
+        Float frames held NaN or infinite pixels: they were treated as
+        missing (left out of the focus measure and filled from the other
+        frames), in one warning that names the frames.
 
     Examples
     --------
@@ -103,6 +117,8 @@ def focus_stack(
     >>> result.fused.dtype == sim.frames.dtype
     True
     """
+    if progress is not None and not callable(progress):
+        raise TypeError(f"progress must be a callable or None, got {type(progress).__name__}")
     steps = iter_focus_stack(
         source,
         radius=radius,
@@ -115,7 +131,11 @@ def focus_stack(
         cancel=cancel,
         max_memory=max_memory,
     )
-    return drain(steps, progress)
+    result = drain(steps, progress)
+    message = non_finite_warning(result.metadata)
+    if message is not None:
+        warnings.warn(message, MissingDataWarning, stacklevel=2)
+    return result
 
 
 def fuse_from_depth(
@@ -133,6 +153,7 @@ def fuse_from_depth(
     if scale_factor is None:
         scale_factor = result.params.scale_factor if result is not None else 1
     params = StackParams(scale_factor=scale_factor, device=device)
+    max_memory = check_max_memory(max_memory)
     frames = open_stack(source)
     if result is not None:
         frames = aligned_like(frames, result.transforms, result.metadata.get("alignment"))

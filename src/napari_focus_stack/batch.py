@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .engine.result import DEFAULTS, StackParams
+from .engine.result import DEFAULTS, StackParams, check_max_memory
 from .io import (
     IMAGE_EXTENSIONS,
     SAVE_EXTENSIONS,
@@ -108,6 +108,7 @@ class BatchOptions:
 
     def __post_init__(self):
         self.stack_params()  # raises ValueError for a parameter out of range
+        object.__setattr__(self, "max_memory", check_max_memory(self.max_memory))
         fmt = str(self.format).lower().lstrip(".")
         if fmt not in OUTPUT_FORMATS:
             raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
@@ -157,29 +158,37 @@ def list_images(folder):
     """Image files directly in ``folder``, in natural order; hidden files skipped.
 
     Extensions are matched whatever their case (``.JPG`` and ``.jpg``).
+    Entries that cannot be examined (a link that loops) are left out.
     """
-    files = (
-        entry
-        for entry in Path(folder).iterdir()
-        if entry.is_file() and not entry.name.startswith(".") and entry.suffix.lower() in IMAGE_EXTENSIONS
-    )
+    files = []
+    for entry in Path(folder).iterdir():
+        if entry.name.startswith(".") or entry.suffix.lower() not in IMAGE_EXTENSIONS:
+            continue
+        try:
+            if entry.is_file():
+                files.append(entry)
+        except OSError:
+            continue
     return sorted(files, key=natural_sort_key)
 
 
-def group_by_subfolder(root, *, exclude=()):
+def group_by_subfolder(root, *, exclude=(), skipped=None):
     """One stack per folder under ``root`` that holds image files.
 
     Folders are searched at any depth (hidden ones and ``exclude`` skipped,
     symbolic links not followed); a stack is named by its folder's path
     relative to ``root`` (``plate1/A01``). Images directly in ``root`` belong
     to no stack, and neither do folders of earlier results
-    (:func:`holds_batch_outputs`).
+    (:func:`batch_outputs_reason`) or folders that cannot be read.
 
     Parameters
     ----------
     root : str or os.PathLike
     exclude : iterable of path, optional
         Folders not to search, e.g. an output folder inside ``root``.
+    skipped : list, optional
+        Receives ``(name, reason)`` for each folder with images that is not
+        taken as a stack, so that callers can say which and why.
 
     Returns
     -------
@@ -196,9 +205,19 @@ def group_by_subfolder(root, *, exclude=()):
         folder = Path(folder)
         if folder == root:
             continue
-        images = list_images(folder)
-        if images and not holds_batch_outputs(folder):
-            stacks.append(Stack(folder.relative_to(root).as_posix(), images))
+        name = folder.relative_to(root).as_posix()
+        try:
+            images = list_images(folder)
+            reason = batch_outputs_reason(folder) if images else None
+        except OSError as exc:
+            images, reason = (), f"cannot be read ({exc.strerror or exc})"
+            if skipped is not None:
+                skipped.append((name, reason))
+            continue
+        if images and reason is None:
+            stacks.append(Stack(name, images))
+        elif images and skipped is not None:
+            skipped.append((name, reason))
     return sorted(stacks, key=lambda stack: natural_sort_key(stack.name))
 
 
@@ -473,16 +492,19 @@ def input_fingerprints(stack):
     return prints
 
 
-def manifest_record(stack, outputs, options, inputs):
+def manifest_record(stack, outputs, options, inputs, sizes=None):
     """The manifest of a finished stack; ``inputs`` from :func:`input_fingerprints`
-    taken before the frames were read."""
+    taken before the frames were read; ``sizes`` (``{role: bytes}``) of the
+    images, by default read from the files."""
+    if sizes is None:
+        sizes = {role: path.stat().st_size for role, path in outputs.images().items()}
     return {
         "software": "napari-focus-stack",
         "version": __version__,
         "stack": stack.name,
         "parameters": options.recorded(),
         "inputs": inputs,
-        "outputs": {role: {"file": path.name, "bytes": path.stat().st_size} for role, path in outputs.images().items()},
+        "outputs": {role: {"file": path.name, "bytes": sizes[role]} for role, path in outputs.images().items()},
     }
 
 
@@ -534,17 +556,37 @@ def _has_size(path, size):
 
 
 def holds_batch_outputs(folder):
-    """True for a folder of our results: a batch manifest, or a TIFF we wrote (an
-    interrupted batch may have written maps before any manifest)."""
+    """True for a folder of our results (see :func:`batch_outputs_reason`)."""
+    return batch_outputs_reason(folder) is not None
+
+
+def batch_outputs_reason(folder):
+    """Why ``folder`` is taken for a folder of our results, not a stack; None when it is not.
+
+    It is when it holds a batch manifest of ours, or a depth or confidence
+    map we wrote (an interrupted batch may leave maps without a manifest;
+    maps are never frames). Images we wrote that are not maps (fused
+    images, used as the frames of a new stack) do not count.
+    """
     folder = Path(folder)
-    manifests = (read_manifest(path) or {} for path in folder.glob("*.json"))
-    if any(manifest.get("software") == "napari-focus-stack" for manifest in manifests):
-        return True
-    return any(_written_by_us(path) for path in folder.iterdir() if path.suffix.lower() in TIFF_EXTENSIONS)
+    for path in sorted(folder.glob("*.json")):
+        if (read_manifest(path) or {}).get("software") == "napari-focus-stack":
+            return f"holds the results of an earlier batch ({path.name} is a napari-focus-stack manifest)"
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in TIFF_EXTENSIONS and not path.name.startswith("."):
+            content = _our_map(path)
+            if content is not None:
+                return f"holds results of an earlier run ({path.name} is a {content} napari-focus-stack wrote)"
+    return None
 
 
-def _written_by_us(path):
+def _our_map(path):
+    """``"depth map"`` or ``"confidence map"`` for such a map we wrote, else None."""
     try:
-        return read_metadata(path).get("software") == "napari-focus-stack"
-    except (OSError, ValueError, TypeError, AttributeError):  # not a TIFF we can read: not ours
-        return False
+        metadata = read_metadata(path)
+    except Exception:  # noqa: BLE001 - not a TIFF we can read (no pages, corrupt): not ours
+        return None
+    content = metadata.get("content")
+    if metadata.get("software") == "napari-focus-stack" and content in ("depth map", "confidence map"):
+        return content
+    return None

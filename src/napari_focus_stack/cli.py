@@ -78,56 +78,51 @@ def add_engine_options(p):
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
-_SIZE_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
-               "g": 2**30, "gb": 2**30, "gib": 2**30}
-
-
 def parse_size(text):
-    """Bytes from a size such as ``2GB``, ``512MiB`` or ``1000000``."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", text.lower())
-    if match is None or match[2] not in _SIZE_UNITS or float(match[1]) <= 0:
-        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (for example 2GB or 512MB)")
-    return int(float(match[1]) * _SIZE_UNITS[match[2]])
+    """Bytes from a size such as ``2GB``, ``512MiB`` or ``1000000`` (at least one byte)."""
+    from .engine.result import parse_size as parse
+
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def output_paths(args):
-    """The outputs as ``(role, Path)``; refuses overwriting an input or writing twice."""
-    outputs = [("fused image", Path(args.output))]
+    """The outputs as ``{role: Path}``, their formats checked (writability comes later)."""
+    from .io import SAVE_EXTENSIONS
+
+    outputs = {"fused image": Path(args.output)}
     if args.depth:
-        outputs.append(("depth map", Path(args.depth)))
+        outputs["depth map"] = Path(args.depth)
     if args.confidence:
-        outputs.append(("confidence map", Path(args.confidence)))
-    seen = {}
-    for role, path in outputs:
-        resolved = path.resolve()
-        if resolved in seen:
-            raise UsageError(f"the {role} and the {seen[resolved]} would both be written to {path}")
-        seen[resolved] = role
-        if not resolved.parent.is_dir():
-            raise UsageError(f"cannot write the {role}: folder {path.parent} does not exist")
+        outputs["confidence map"] = Path(args.confidence)
+    fused = outputs["fused image"]
+    if fused.suffix.lower() not in SAVE_EXTENSIONS:
+        raise UsageError(f"cannot write {fused.name}: the fused image can be saved as {', '.join(SAVE_EXTENSIONS)}")
+    for role, path in list(outputs.items())[1:]:
+        if path.suffix.lower() not in (".tif", ".tiff"):
+            raise UsageError(f"the {role} is written as float32 TIFF: use a .tif name, not {path.name}")
     return outputs
 
 
-def check_not_inputs(outputs, frames):
-    """Refuse any output path that is one of the input files."""
-    inputs = {Path(p).resolve() for p in frames.metadata.get("paths") or []}
-    for role, path in outputs:
-        if path.resolve() in inputs:
-            raise UsageError(f"refusing to overwrite input file {path} with the {role}")
+class ProgressBars:
+    """A callback for Progress events: one bar per stage ("aligning", "stacking").
 
+    :meth:`close` clears what is on screen, so that a message printed next
+    starts on a line of its own.
+    """
 
-def progress_bar():
-    """A callback for Progress events: one bar per stage ("aligning", "stacking")."""
-    from tqdm import tqdm
+    def __init__(self):
+        self.bars = {}
 
-    bars = {}
+    def __call__(self, event):
+        from tqdm import tqdm
 
-    def update(event):
-        bar = bars.get(event.stage)
+        bar = self.bars.get(event.stage)
         if bar is None:
-            for other in bars.values():
-                other.close()
-            bar = bars[event.stage] = tqdm(
+            self.close()
+            bar = self.bars[event.stage] = tqdm(
                 total=event.total, unit="frame", desc=event.stage.capitalize(), file=sys.stderr, leave=False
             )
         bar.total = event.total
@@ -135,7 +130,18 @@ def progress_bar():
         if event.done == event.total:
             bar.close()
 
-    return update
+    def close(self):
+        for bar in self.bars.values():
+            bar.close()
+
+
+def progress_bar():
+    """A callback for Progress events, with a ``close()`` (see :class:`ProgressBars`)."""
+    return ProgressBars()
+
+
+def warn(message):
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
 
 
 def run(args):
@@ -156,7 +162,7 @@ def run_one(args):
     from .engine.backend import get_backends
     from .engine.pipeline import drain, run_pipeline
     from .engine.result import StackParams
-    from .io import SAVE_EXTENSIONS, open_stack, save_image
+    from .io import OutputSet, StackWriteError, non_finite_warning, open_stack
 
     try:
         params = StackParams(
@@ -164,36 +170,39 @@ def run_one(args):
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    outputs = output_paths(args)
-    if outputs[0][1].suffix.lower() not in SAVE_EXTENSIONS:
-        raise UsageError(
-            f"cannot write {outputs[0][1].name}: the fused image can be saved as {', '.join(SAVE_EXTENSIONS)}"
-        )
-    for role, path in outputs[1:]:
-        if path.suffix.lower() not in (".tif", ".tiff"):
-            raise UsageError(f"the {role} is written as float32 TIFF: use a .tif name, not {path.name}")
+    roles = output_paths(args)
     source = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     frames = open_stack(source)
-    check_not_inputs(outputs, frames)
     backends = get_backends(params.device)
-
-    steps = run_pipeline(frames, params, backends, metadata=frames.metadata, max_memory=args.max_memory)
-    try:
-        result = drain(steps, None if args.quiet else progress_bar())
-    except ValueError as exc:  # a reference frame beyond the stack
-        raise UsageError(str(exc)) from exc
-    for message in (result.metadata.get("alignment") or {}).get("messages", []):
-        if not args.quiet or result.metadata["alignment"]["failed"]:
-            print(f"{PROG}: alignment: {message}", file=sys.stderr)
-
-    info = result.provenance()
-    save_image(result.fused, outputs[0][1], metadata=info)
-    for role, path in outputs[1:]:
-        image = result.depth if role == "depth map" else result.confidence
-        save_image(image, path, metadata={**info, "content": role})
+    try:  # every output checked and its temporary file made before any computing
+        outputs = OutputSet(roles, inputs=frames.metadata.get("paths") or [], remove_stale=True)
+    except StackWriteError as exc:
+        raise UsageError(str(exc)) from None
+    with outputs:
+        bars = None if args.quiet else progress_bar()
+        steps = run_pipeline(frames, params, backends, metadata=frames.metadata, max_memory=args.max_memory)
+        try:
+            result = drain(steps, bars)
+        except ValueError as exc:  # a reference frame beyond the stack, a budget too small, a corrupt frame
+            raise UsageError(str(exc)) from exc
+        finally:
+            if bars is not None:
+                bars.close()
+        for message in (result.metadata.get("alignment") or {}).get("messages", []):
+            if not args.quiet or result.metadata["alignment"]["failed"]:
+                print(f"{PROG}: alignment: {message}", file=sys.stderr)
+        missing = non_finite_warning(result.metadata)
+        if missing is not None:
+            warn(missing)
+        info = result.provenance()
+        images = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}
+        for role in roles:
+            outputs.write_image(role, images[role], metadata=info if role == "fused image" else {**info, "content": role})
+        outputs.commit()
+    args.written = list(roles.values())
     if not args.quiet:
         size = "x".join(str(s) for s in result.fused.shape[:2][::-1])
-        print(f"{PROG}: fused {len(frames)} frames into {outputs[0][1]} ({size}, {result.device})", file=sys.stderr)
+        print(f"{PROG}: fused {len(frames)} frames into {roles['fused image']} ({size}, {result.device})", file=sys.stderr)
     return 0
 
 
@@ -296,13 +305,18 @@ def group_stacks(args):
     if output.is_dir() and list_images(output) and not holds_batch_outputs(output):
         raise UsageError(f"output folder {output} holds input frames; choose another one")
     if args.stack_size is None and args.group is None and not args.auto:
-        stacks = group_by_subfolder(root, exclude=[args.output])
+        skipped = []
+        stacks = group_by_subfolder(root, exclude=[args.output], skipped=skipped)
+        for name, reason in skipped:
+            if not args.quiet or not stacks:
+                print(f"{PROG} batch: skipped folder {name}: {reason}", file=sys.stderr)
         if not stacks:
             loose = len(list_images(root))
             hint = (
                 f"; for the {loose} images directly in it use --stack-size N, --group REGEX or --auto" if loose else ""
             )
-            raise UsageError(f"no sub-folder of {root} holds images{hint}")
+            held = f" that is not skipped (see above)" if skipped else ""
+            raise UsageError(f"no sub-folder of {root} holds images{held}{hint}")
         return stacks
     frames = list_images(root)
     if not frames:
@@ -356,9 +370,13 @@ def batch_progress_bar(total, quiet):
 
     def report(outcome):
         if bar is None:
+            if outcome.warning:
+                print(f"{PROG} batch: warning {outcome.name}: {outcome.warning}", file=sys.stderr)
             return
         if outcome.failed:
             bar.write(f"failed {outcome.name}: {outcome.reason}", file=sys.stderr)
+        if outcome.warning:
+            bar.write(f"warning {outcome.name}: {outcome.warning}", file=sys.stderr)
         bar.set_postfix_str(f"{outcome.name} {outcome.status}", refresh=False)
         bar.update(1)
 
@@ -374,7 +392,7 @@ def print_summary(outcomes, outdir, seconds, quiet):
         if counts["skipped"]:
             parts.append(f"{counts['skipped']} skipped (already complete)")
         if failed:
-            parts.append(f"{len(failed)} failed")
+            parts.append(f"{len(failed)} failed (none of their files written)")
         print(
             f"{PROG} batch: {len(outcomes)} stacks: {', '.join(parts)}, in {seconds:.1f} s; outputs in {outdir}",
             file=sys.stderr,
@@ -387,6 +405,7 @@ def print_summary(outcomes, outdir, seconds, quiet):
 def run_batch(args):
     from .batch import BatchOptions, BatchPlanError, is_complete, plan_outputs
     from .distributed import DaskMissingError, stack_many
+    from .io import StackWriteError
 
     options = batch_options(args)
     stacks = group_stacks(args)
@@ -406,7 +425,7 @@ def run_batch(args):
             stacks, outdir, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
             progress=report, **options,
         )  # fmt: skip
-    except (DaskMissingError, ConnectionError) as exc:
+    except (DaskMissingError, ConnectionError, BatchPlanError, StackWriteError) as exc:
         raise UsageError(str(exc)) from None
     finally:
         if bar is not None:
@@ -414,29 +433,66 @@ def run_batch(args):
     return print_summary(outcomes, outdir, time.perf_counter() - started, args.quiet)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the same clean-up as for Ctrl-C runs."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+def _interrupted_message(args, batch, terminated):
+    what = "terminated" if terminated else "cancelled"
+    if batch:
+        return f"{what}; finished stacks are complete, the stack in progress left nothing; rerun with --resume to do the rest"
+    written = getattr(args, "written", None)
+    if written:
+        return f"{what} after every output was written ({', '.join(str(path) for path in written)})"
+    return f"{what}; no output was written"
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["batch"]:
+    batch = argv[:1] == ["batch"]
+    if batch:
         args, command = build_batch_parser().parse_args(argv[1:]), run_batch
-        cancelled = "cancelled; finished stacks are complete, rerun with --resume to do the rest"
     else:
         args, command = build_parser().parse_args(argv), run
-        cancelled = "cancelled; no output was written"
-    from .engine.backend import DeviceUnavailableError
-    from .engine.tiling import MemoryBudgetError
-    from .io import StackReadError
+    import signal
+    import threading
 
+    from .engine.backend import DeviceUnavailableError
+    from .engine.result import StackCancelled
+    from .engine.tiling import MemoryBudgetError
+    from .io import StackReadError, StackWriteError
+
+    previous = None
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    nothing = "" if batch else "; no output was written"
     try:
         return command(args)
     except (UsageError, StackReadError, DeviceUnavailableError, MemoryBudgetError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:
-        print(f"{PROG}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+    except StackWriteError as exc:
+        print(f"{PROG}: error: {exc}{nothing}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: {cancelled}", file=sys.stderr)
-        return 130
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"{PROG}: error: {reason}{where}{nothing}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"{PROG}: error: out of memory{nothing}; try a smaller --max-memory", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, StackCancelled) as exc:
+        terminated = isinstance(exc, Terminated)
+        print(f"{PROG}: {_interrupted_message(args, batch, terminated)}", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ Dask (``pip install "napari-focus-stack[distributed]"``) is imported only when
 a cluster is used.
 """
 
+import json
 import logging
 import os
 import threading
@@ -24,7 +25,7 @@ from pathlib import Path
 import cv2
 
 from . import io as stack_io
-from .api import focus_stack
+from .api import iter_focus_stack
 from .batch import (
     BatchOptions,
     Stack,
@@ -33,9 +34,9 @@ from .batch import (
     manifest_record,
     plan_outputs,
     stack_outputs,
-    write_manifest,
 )
-from .engine.backend import DeviceUnavailableError, gpu_count
+from .engine.backend import DeviceUnavailableError, get_backends, gpu_count
+from .engine.pipeline import drain
 from .engine.tiling import MemoryBudgetError
 
 #: Dask's nannies start workers with MALLOC_TRIM_THRESHOLD_=65536, which turns
@@ -71,6 +72,8 @@ class StackOutcome:
     n_frames : int
     seconds : float
         Time spent on it where it ran.
+    warning : str
+        Something about its data worth saying (NaN or Inf pixels), in one line.
     """
 
     name: str
@@ -78,6 +81,7 @@ class StackOutcome:
     reason: str = ""
     n_frames: int = 0
     seconds: float = 0.0
+    warning: str = ""
 
     @property
     def failed(self):
@@ -144,12 +148,14 @@ def worker_device(device):
 
 
 def process_one(stack, outdir, options):
-    """Focus-stack one stack and write its outputs; never raises for bad data.
+    """Focus-stack one stack and write its outputs, all or nothing; never raises for bad data.
 
-    Images are written atomically, the fused image last, then the manifest
-    that marks the stack complete. A manifest left by an earlier run is
-    removed first, so an interrupted rewrite is never taken as complete, and
-    so are the temporary files of its outputs that a killed run left.
+    Every output is checked and reserved before computing, written to a
+    temporary file, and renamed into place together with the manifest, last,
+    that marks the stack complete. A stack that fails (or is interrupted)
+    leaves none of its files. A manifest left by an earlier run is removed
+    first, so an interrupted rewrite is never taken as complete, and so are
+    the temporary files of its outputs that a killed run left.
 
     Parameters
     ----------
@@ -166,24 +172,33 @@ def process_one(stack, outdir, options):
         cannot store the image, a write error).
     """
     started = time.perf_counter()
+    warning = ""
     try:
         outputs = stack_outputs(stack, outdir, options)
         outputs.manifest.unlink(missing_ok=True)
-        for path in (*outputs.images().values(), outputs.manifest):  # left by a run that was killed
-            stack_io.remove_stale_temporaries(path)
-        inputs = input_fingerprints(stack)
-        engine = {**options.engine_options(), "device": worker_device(options.device)}
-        with opencv_threads(options.threads_per_stack):
-            result = focus_stack(list(stack.paths), **engine)
-        info = {**result.provenance(), "stack": stack.name}
-        images = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}
-        for role, path in outputs.images().items():
-            metadata = info if role == "fused image" else {**info, "content": role}
-            stack_io.save_image(images[role], path, metadata=metadata)
-        write_manifest(outputs.manifest, manifest_record(stack, outputs, options, inputs))
+        images = outputs.images()
+        reserved = stack_io.OutputSet(
+            {**images, "manifest": outputs.manifest}, inputs=stack.paths, remove_stale=True
+        )
+        with reserved:
+            inputs = input_fingerprints(stack)
+            engine = {**options.engine_options(), "device": worker_device(options.device)}
+            with opencv_threads(options.threads_per_stack):
+                result = drain(iter_focus_stack(list(stack.paths), **engine))
+            warning = stack_io.non_finite_warning(result.metadata) or ""
+            info = {**result.provenance(), "stack": stack.name}
+            pixels = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}
+            for role in images:
+                metadata = info if role == "fused image" else {**info, "content": role}
+                reserved.write_image(role, pixels[role], metadata=metadata)
+            record = manifest_record(stack, outputs, options, inputs, sizes=reserved.sizes())
+            data = json.dumps(record, indent=1).encode()
+            reserved.write("manifest", lambda file: file.write(data))
+            reserved.commit()  # the manifest is renamed last
     except USER_DATA_ERRORS as exc:
         return StackOutcome(stack.name, "failed", describe_error(exc), len(stack.paths), time.perf_counter() - started)
-    return StackOutcome(stack.name, "done", "", len(stack.paths), time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return StackOutcome(stack.name, "done", "", len(stack.paths), seconds, warning)
 
 
 def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, resume=False, progress=None, **options):
@@ -226,6 +241,10 @@ def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, res
     ------
     BatchPlanError
         Outputs that would collide, overwrite inputs or land among them.
+    StackWriteError
+        The output folder cannot be created or written in.
+    DeviceUnavailableError
+        A GPU was asked for that this machine does not have (stacks run here).
     ValueError
         Options out of range, or more than one of ``client``, ``workers``,
         ``scheduler``.
@@ -252,7 +271,9 @@ def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, res
     # absolute paths, so that workers started elsewhere find the same files
     stacks = [Stack(stack.name, [os.path.abspath(path) for path in stack.paths]) for stack in stacks]
     plans = plan_outputs(stacks, outdir, options)
-    outdir.mkdir(parents=True, exist_ok=True)
+    if client is None and scheduler is None and str(options.device).lower() not in ("auto", "cpu"):
+        get_backends(options.device)  # stacks run on this machine: a missing GPU is said once, up front
+    check_output_folder(outdir)
 
     outcomes = [None] * len(stacks)
     pending = {}
@@ -268,6 +289,31 @@ def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, res
                 outcomes[index] = outcome
                 _report(progress, outcome)
     return outcomes
+
+
+def check_output_folder(outdir):
+    """Create ``outdir`` if needed and check that files can be made in it, before any stack runs.
+
+    Raises :class:`~napari_focus_stack.io.StackWriteError` naming the folder.
+    """
+    outdir = Path(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise stack_io.StackWriteError(
+            f"cannot create the output folder {outdir}: {exc.strerror or exc}"
+        ) from None
+    if not outdir.is_dir():
+        raise stack_io.StackWriteError(f"the output folder {outdir} is not a folder")
+    probe = outdir / f".napari-focus-stack.{os.getpid()}.{threading.get_ident()}.probe"
+    try:
+        with open(probe, "xb"):
+            pass
+    except OSError as exc:
+        raise stack_io.StackWriteError(
+            f"cannot write in the output folder {outdir}: {exc.strerror or exc}"
+        ) from None
+    probe.unlink(missing_ok=True)
 
 
 def _report(progress, outcome):

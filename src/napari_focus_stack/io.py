@@ -14,15 +14,20 @@ the file and the problem.
 ((3, 4, 5), 'uint8', (4, 5))
 """
 
+import errno
 import glob
 import json
+import logging
 import math
 import operator
 import os
 import re
 import secrets
+import signal
+import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -130,11 +135,32 @@ class FrameSequence:
         return self.shape[0]
 
     def __getitem__(self, index):
+        """Frame ``index`` as :attr:`dtype`; in float frames, non-finite pixels are filled.
+
+        NaN and infinite pixels are missing data: each is replaced by a smooth
+        estimate from the finite pixels around it, which has no detail and so
+        loses the focus measure to every frame that holds real pixels there
+        (the fused pixel then comes from those frames); the count per frame is
+        recorded in ``metadata["non_finite"]`` (see :func:`non_finite_warning`).
+        Integer frames cannot hold them and are returned as decoded.
+        """
+        index = self._index(index)
+        frame = self.decoded(index)
+        if self.dtype.kind == "f":
+            frame = self._fill_non_finite(index, frame)
+        return frame
+
+    def _index(self, index):
         index = operator.index(index)
         if index < 0:
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(f"frame {index} out of range for a stack of {len(self)}")
+        return index
+
+    def decoded(self, index):
+        """Frame ``index`` as stored in the file (NaN and Inf kept), as :attr:`dtype`."""
+        index = self._index(index)
         frame = self._loaders[index]()
         if frame.shape != self.shape[1:]:
             name = self.metadata["names"][index]
@@ -142,6 +168,19 @@ class FrameSequence:
                 f"{name}: decoded to shape {frame.shape} but its header says {self.shape[1:]}"
             )
         return np.ascontiguousarray(frame, dtype=self.dtype)
+
+    def _fill_non_finite(self, index, frame):
+        # One float64 sum finds any NaN or Inf without a mask (NaN and Inf propagate).
+        if math.isfinite(float(frame.sum(dtype=np.float64))):
+            return frame
+        missing = ~np.isfinite(frame)
+        if missing.ndim == 3:
+            missing = missing.any(axis=2)
+        count = int(np.count_nonzero(missing))
+        if count == 0:  # a float64 overflow of huge finite values, not missing data
+            return frame
+        self.metadata.setdefault("non_finite", {})[self.metadata["names"][index]] = count
+        return fill_missing(frame, missing)
 
     def __repr__(self):
         return (
@@ -194,6 +233,62 @@ class FrameSequence:
         return np.ascontiguousarray(image, dtype=self.dtype)
 
 
+#: Gaussian sigma (px) of the neighbourhood that fills a missing pixel.
+FILL_SIGMA = 4.0
+
+
+def fill_missing(frame, missing):
+    """``frame`` with the pixels where ``missing`` is True replaced from their neighbours.
+
+    A normalised convolution: a Gaussian-weighted mean of the pixels around
+    that are not missing; where none is near, the mean of all of them (0 when
+    the whole frame is missing). The fill is smooth, so it holds no detail.
+
+    Examples
+    --------
+    >>> frame = np.array([[1.0, np.nan, 3.0]] * 3, np.float32)
+    >>> filled = fill_missing(frame, np.isnan(frame))
+    >>> bool(np.isfinite(filled).all()), float(filled[1, 1])
+    (True, 2.0)
+    """
+    valid = (~missing).astype(np.float32)
+    if not valid.any():
+        return np.zeros_like(frame)
+    filled = np.where(missing[..., None] if frame.ndim == 3 else missing, 0, frame).astype(np.float32)
+    weight = cv2.GaussianBlur(valid, (0, 0), FILL_SIGMA, borderType=cv2.BORDER_REFLECT)
+    planes = filled[..., None] if filled.ndim == 2 else filled
+    for channel in range(planes.shape[2]):
+        plane = planes[..., channel]
+        mean = float(plane[~missing].mean())
+        smooth = cv2.GaussianBlur(plane * valid, (0, 0), FILL_SIGMA, borderType=cv2.BORDER_REFLECT)
+        estimate = np.where(weight > 1e-3, smooth / np.maximum(weight, 1e-3), mean)
+        plane[missing] = estimate[missing]
+    return filled.astype(frame.dtype, copy=False)
+
+
+def non_finite_warning(metadata):
+    """One sentence about the NaN/Inf pixels a run met, or None when there were none.
+
+    ``metadata`` is a :class:`FrameSequence`'s (or a result's) metadata.
+
+    Examples
+    --------
+    >>> non_finite_warning({"non_finite": {"z2.tif": 3, "z5.tif": 1}, "names": ["z1.tif"] * 7})
+    '2 of 7 frames hold non-finite pixels (NaN or Inf), 4 in all (z2.tif: 3, z5.tif: 1); they were treated as missing and filled from the other frames'
+    """
+    counts = metadata.get("non_finite") or {}
+    if not counts:
+        return None
+    listed = ", ".join(f"{name}: {count:,}" for name, count in list(counts.items())[:3])
+    more = ", ..." if len(counts) > 3 else ""
+    total = len(metadata.get("names") or counts)
+    return (
+        f"{len(counts)} of {total} frames hold non-finite pixels (NaN or Inf), "
+        f"{sum(counts.values()):,} in all ({listed}{more}); "
+        "they were treated as missing and filled from the other frames"
+    )
+
+
 @dataclass(frozen=True)
 class _FileFrames:
     """What a file's header says about the frames it holds."""
@@ -237,11 +332,22 @@ def open_stack(source, *, max_frame_pixels=400_000_000):
     if hasattr(source, "shape") and hasattr(source, "dtype"):
         return _open_array(source)
     if isinstance(source, (list, tuple)):
-        paths = [Path(os.path.expanduser(path)) for path in source]
+        if not all(isinstance(path, (str, os.PathLike)) and os.fspath(path) for path in source):
+            raise StackReadError("The list of paths holds an empty path or something that is not a path")
+        paths = [Path(os.path.expanduser(os.fsdecode(path))) for path in source]
         if not paths:
             raise StackReadError("No image files given: the list of paths is empty")
         return _open_paths(paths, _common_folder(paths), max_frame_pixels)
+    if not isinstance(source, (str, os.PathLike)):
+        raise StackReadError(
+            f"cannot read a stack from a {type(source).__name__}: give a folder, files, a glob, "
+            "a multi-page TIFF or an array (Z, Y, X[, C])"
+        )
     text = os.path.expanduser(os.fspath(source))
+    if isinstance(text, bytes):
+        text = os.fsdecode(text)
+    if not text.strip():
+        raise StackReadError("No input given: the path is empty (for the current folder, give '.')")
     path = Path(text)
     if path.is_dir():
         return _open_paths(_list_folder(path), str(path), max_frame_pixels)
@@ -282,7 +388,7 @@ def read_stack(source, *, max_frame_pixels=400_000_000, memory_fraction=0.8):
     stack = np.empty(frames.shape, frames.dtype)
 
     def fill(index):
-        stack[index] = frames[index]
+        stack[index] = frames.decoded(index)
 
     # Decoders release the GIL, so frames decode in parallel.
     workers = min(len(frames), os.cpu_count() or 1)
@@ -434,8 +540,12 @@ def _open_array(array):
             f"{label}: expected (Z, Y, X) or (Z, Y, X, C) with C = 1, 3 or 4 (alpha dropped)"
         )
     depth, height, width = array.shape[:3]
+    if depth == 0:
+        raise StackReadError(f"{label}: no frames; focus stacking needs at least 2 frames")
     if depth < 2:
         raise StackReadError(f"{label}: only one frame; focus stacking needs at least 2 frames")
+    if height < 1 or width < 1:
+        raise StackReadError(f"{label}: the frames are empty ({width}x{height} px)")
     rgb = array.ndim == 4 and array.shape[-1] > 1
     frame_shape = (height, width, 3) if rgb else (height, width)
     metadata = {
@@ -458,17 +568,74 @@ def _array_frame(array, index):
 
 @contextmanager
 def _reading(label, problem):
-    """Turn any failure while reading a file into a StackReadError naming ``label``."""
+    """Turn any failure while reading a file into a StackReadError naming ``label``.
+
+    The library's own words are kept when they say something (``Truncated
+    File Read``); reprs of its objects and bare index errors are not.
+    tifffile's logged warnings (a shape description that does not match the
+    pages, a file without pages) are silenced: what matters is raised here.
+    """
     try:
-        yield
+        with _quiet_tifffile():
+            yield
     except (StackReadError, MemoryError):
         raise
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StackReadError(f"{label}: {problem} ({reason})") from exc
+        raise StackReadError(f"{label}: {problem} ({_library_reason(exc)})") from exc
+
+
+def _library_reason(exc):
+    """A short, readable reason from a library's exception."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return "unrecognised or corrupt header"
+    if isinstance(exc, (IndexError, KeyError)) or not text:
+        return "corrupt or unsupported file structure"
+    text = _OBJECT_REPR.sub("the file", text)
+    return text
+
+
+_OBJECT_REPR = re.compile(r"<[^<>]*>")
+
+
+class _WhileReading(logging.Filter):
+    """Drops tifffile's log records on threads that are inside :func:`_reading`."""
+
+    def __init__(self):
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record):
+        return not getattr(self.local, "depth", 0)
+
+
+_TIFFFILE_QUIET = _WhileReading()
+logging.getLogger("tifffile").addFilter(_TIFFFILE_QUIET)
+
+
+@contextmanager
+def _quiet_tifffile():
+    local = _TIFFFILE_QUIET.local
+    local.depth = getattr(local, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        local.depth -= 1
+
+
+def _check_not_empty(path):
+    """Refuse zero-byte files up front, with a message that says so."""
+    try:
+        size = os.stat(path).st_size
+    except OSError as exc:
+        raise StackReadError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if size == 0:
+        raise StackReadError(f"{path}: empty file (0 bytes); move it out of the stack")
 
 
 def _check_frame_pixels(path, height, width, max_frame_pixels):
+    if height < 1 or width < 1:
+        raise StackReadError(f"{path}: header declares an empty image ({width}x{height} px)")
     if height * width > max_frame_pixels:
         raise StackReadError(
             f"{path}: header declares {width}x{height} px ({height * width / 1e6:,.0f} "
@@ -477,6 +644,7 @@ def _check_frame_pixels(path, height, width, max_frame_pixels):
 
 
 def _read_file_frames(path, max_frame_pixels):
+    _check_not_empty(path)
     if path.suffix.lower() in TIFF_EXTENSIONS:
         return _read_tiff_frames(path, max_frame_pixels)
     return _read_pil_header_frame(path, max_frame_pixels)
@@ -554,12 +722,40 @@ def _decode_with_opencv(path, gray, orientation, reduction=1):
         flags = (flags & ~cv2.IMREAD_COLOR) | _IMREAD_COLOR_RGB
         swap = False
     with _reading(path, "cannot decode image data"):
-        image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), flags)
+        data = np.fromfile(path, dtype=np.uint8)
+        if data[:8].tobytes() == _PNG_SIGNATURE:
+            _check_png_chunks(path, data)
+        image = cv2.imdecode(data, flags)
     if image is None:
         raise StackReadError(f"{path}: cannot decode image data (truncated or corrupt file)")
     if swap:
         cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
     return _apply_orientation(image, orientation)
+
+
+def _check_png_chunks(path, data):
+    """Check a PNG's chunk lengths and CRCs before libpng sees it.
+
+    libpng prints its complaints about a corrupt file straight to the
+    terminal ("libpng error: IDAT: CRC error"), around any message of ours;
+    checked here, the user reads one line naming the file instead.
+    """
+    view = memoryview(data).cast("B")
+    position, size = 8, len(view)
+    while position + 12 <= size:
+        length = int.from_bytes(view[position : position + 4], "big")
+        end = position + 12 + length
+        if end > size:
+            break
+        kind = bytes(view[position + 4 : position + 8])
+        stored = int.from_bytes(view[end - 4 : end], "big")
+        if zlib.crc32(view[position + 4 : end - 4]) != stored:
+            name = kind.decode("latin-1")
+            raise StackReadError(f"{path}: cannot decode image data (corrupt PNG: checksum error in its {name} chunk)")
+        if kind == b"IEND":
+            return
+        position = end
+    raise StackReadError(f"{path}: cannot decode image data (truncated PNG: the file ends before its last chunk)")
 
 
 def _apply_orientation(image, orientation):
@@ -587,6 +783,8 @@ def _apply_orientation(image, orientation):
 def _read_tiff_frames(path, max_frame_pixels):
     with _reading(path, "not a readable TIFF"):
         with tifffile.TiffFile(path) as tif:
+            if not tif.series or not len(tif.pages):
+                raise StackReadError(f"{path}: not a readable TIFF (it holds no image pages)")
             series = tif.series[0]
             page = series.keyframe
             page_shape, page_axes = page.shape, page.axes
@@ -778,6 +976,17 @@ def save_image(image, path, *, metadata=None):
         Unknown extension, or an image the format cannot store.
     """
     path = Path(path)
+    write_atomically(path, image_writer(image, path, metadata=metadata))
+    return path
+
+
+def image_writer(image, path, *, metadata=None):
+    """``write(file)`` that stores ``image`` as :func:`save_image` would at ``path``.
+
+    Everything that can be checked is checked here, before any file exists:
+    the extension, the shape, what the format stores, and the metadata.
+    """
+    path = Path(path)
     extension = path.suffix.lower()
     image = np.asarray(image)
     if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
@@ -796,8 +1005,7 @@ def save_image(image, path, *, metadata=None):
         raise ValueError(
             f"{path}: cannot save {extension!r} files; supported: {', '.join(SAVE_EXTENSIONS)}"
         )
-    write_atomically(path, write)
-    return path
+    return write
 
 
 def read_image(path, *, max_frame_pixels=400_000_000):
@@ -838,7 +1046,9 @@ def read_metadata(path):
     ...     read_metadata(path)
     {'radius': 8}
     """
-    with tifffile.TiffFile(path) as tif:
+    with _quiet_tifffile(), tifffile.TiffFile(path) as tif:
+        if not len(tif.pages):
+            return {}
         description = tif.pages[0].description
     try:
         metadata = json.loads(description)
@@ -872,16 +1082,203 @@ def write_atomically(path, write):
 
     An interruption leaves either the old file or the new one, never half of
     one; the temporary file is removed when ``write`` fails (a killed process
-    leaves it: :func:`remove_stale_temporaries`).
+    leaves it: :func:`remove_stale_temporaries`). A file-system error is
+    raised as :class:`StackWriteError` naming ``path``, never the temporary.
     """
-    temporary = _temporary_name(path)
+    with OutputSet({"file": path}) as outputs:
+        outputs.write("file", write)
+        outputs.commit()
+
+
+class StackWriteError(OSError):
+    """An output cannot be written; the one-line message names the user's file and the reason."""
+
+
+class OutputSet:
+    """Outputs written all or nothing: checked first, then filled, then renamed together.
+
+    Creating the set checks every output (folder there, not a folder itself,
+    no two the same, none an input: compared ignoring case and by inode) and
+    reserves a temporary file beside each, so an output that cannot be
+    written is refused before any computing. :meth:`write` fills a
+    temporary; :meth:`commit` renames them all into place. Leaving the
+    ``with`` block by an exception (or a signal turned into one) before
+    :meth:`commit` has finished removes every temporary and every output the
+    set renamed into place: the outputs are then as they were before the
+    run, except that an older file at an output path that was already
+    replaced is gone.
+
+    Parameters
+    ----------
+    outputs : dict
+        ``{role: path}``, e.g. ``{"fused image": "fused.tif"}``; roles name
+        the outputs in messages.
+    inputs : iterable of path, optional
+        Files that no output may be.
+    remove_stale : bool, optional
+        First remove the temporaries a killed earlier run left beside each
+        output (only where nothing else writes those outputs at the same time).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     with OutputSet({"fused image": f"{folder}/a.png", "depth map": f"{folder}/d.tif"}) as outputs:
+    ...         outputs.write_image("fused image", np.zeros((2, 2), np.uint8))
+    ...         outputs.write_image("depth map", np.zeros((2, 2), np.float32))
+    ...         outputs.commit()
+    ...     sorted(os.listdir(folder))
+    ['a.png', 'd.tif']
+    """
+
+    def __init__(self, outputs, *, inputs=(), remove_stale=False):
+        self.paths = {role: Path(path) for role, path in outputs.items()}
+        self.committed = False
+        self._temporaries = {}
+        self._placed = []
+        check_outputs(self.paths, inputs)
+        try:
+            for role, path in self.paths.items():
+                if remove_stale:
+                    remove_stale_temporaries(path)
+                temporary = _temporary_name(path)
+                try:
+                    with open(temporary, "xb"):
+                        pass
+                except OSError as exc:
+                    raise StackWriteError(f"cannot write the {role} {path}: {_write_reason(exc, path)}") from None
+                self._temporaries[role] = temporary
+        except BaseException:
+            self.discard()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, value, traceback):
+        if not self.committed:
+            self.discard()
+        return False
+
+    def write(self, role, write):
+        """Fill the temporary of ``role`` with ``write(file)``."""
+        path = self.paths[role]
+        try:
+            with open(self._temporaries[role], "wb") as file:
+                write(file)
+        except OSError as exc:
+            raise StackWriteError(f"cannot write the {role} {path}: {_write_reason(exc, path)}") from None
+
+    def write_image(self, role, image, *, metadata=None):
+        """Fill the temporary of ``role`` with ``image``, as :func:`save_image` would."""
+        self.write(role, image_writer(image, self.paths[role], metadata=metadata))
+
+    def sizes(self):
+        """``{role: bytes}`` written so far to each temporary."""
+        return {role: temporary.stat().st_size for role, temporary in self._temporaries.items()}
+
+    def commit(self):
+        """Rename every temporary into place; on any failure, none of the outputs stays."""
+        try:
+            for role, temporary in list(self._temporaries.items()):
+                path = self.paths[role]
+                try:
+                    os.replace(temporary, path)
+                except OSError as exc:
+                    raise StackWriteError(f"cannot write the {role} {path}: {_write_reason(exc, path)}") from None
+                del self._temporaries[role]
+                self._placed.append(path)
+        except BaseException:
+            self.discard()
+            raise
+        self.committed = True
+
+    def discard(self):
+        """Remove every temporary and every output placed so far; returns the paths that could not be."""
+        left = []
+        with _signals_held():
+            for path in [*self._temporaries.values(), *self._placed]:
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:
+                    left.append(path)
+            self._temporaries.clear()
+            self._placed.clear()
+        return left
+
+
+def check_outputs(outputs, inputs=()):
+    """Refuse outputs that cannot be, before any work: raises :class:`StackWriteError`.
+
+    ``outputs`` is ``{role: path}``. Refused: a folder that does not exist,
+    a path that is a folder, two outputs at the same path, and an output that
+    is an input. Paths are compared ignoring case (on macOS and Windows
+    ``Z01.JPG`` is ``z01.jpg``) and, for files that exist, by inode (links).
+    """
+    inputs = [Path(path) for path in inputs]
+    input_keys = {_path_key(path): path for path in inputs}
+    input_ids = {}
+    for path in inputs:
+        with suppress_os_error():
+            status = path.stat()
+            input_ids[(status.st_dev, status.st_ino)] = path
+    seen = {}
+    for role, path in outputs.items():
+        path = Path(path)
+        key = _path_key(path)
+        if key in seen:
+            raise StackWriteError(f"the {role} and the {seen[key]} would both be written to {path}")
+        seen[key] = role
+        try:
+            status = path.stat()
+        except OSError:
+            status = None
+        if key in input_keys or (status is not None and (status.st_dev, status.st_ino) in input_ids):
+            raise StackWriteError(f"refusing to overwrite input file {path} with the {role}")
+        if not path.parent.resolve().is_dir():
+            raise StackWriteError(f"cannot write the {role}: folder {path.parent} does not exist")
+        if path.is_dir():
+            raise StackWriteError(f"cannot write the {role} {path}: it is a folder")
+
+
+def _path_key(path):
+    """A path as compared for sameness: absolute, links resolved, case folded."""
+    return os.path.normcase(str(Path(path).resolve())).casefold()
+
+
+@contextmanager
+def suppress_os_error():
     try:
-        with open(temporary, "xb") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+        yield
+    except OSError:
+        pass
+
+
+def _write_reason(exc, path):
+    """Why writing ``path`` failed, in words, never naming our temporary file."""
+    if exc.errno == errno.ENOSPC or "requested and" in str(exc):  # NumPy's short write
+        return "no space left on device"
+    if exc.errno == errno.ENOENT and path.parent.is_dir():
+        return f"the folder {path.parent} does not accept new files"
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"no permission to write in {path.parent}"
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return _OBJECT_REPR.sub("the file", text).replace(str(exc.filename or "\0"), str(path))
+
+
+@contextmanager
+def _signals_held():
+    """Hold SIGINT and SIGTERM (on the main thread, where POSIX allows it) while cleaning up."""
+    held = {getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)} - {None}
+    can_hold = hasattr(signal, "pthread_sigmask") and threading.current_thread() is threading.main_thread()
+    if not can_hold:
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _write_tiff(file, *, image, description, pixel_size_um):

@@ -1,5 +1,7 @@
 """Parameters, progress events and results passed between the engine and its callers."""
 
+import math
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
@@ -64,14 +66,79 @@ class StackParams:
         ref = self.reference
         if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, np.integer)) or ref < 0):
             raise ValueError(f"reference must be a frame index (0, 1, ...) or None, got {ref!r}")
-        device = str(self.device)
-        if not (device in DEVICES or device.startswith("gpu:")):
-            raise ValueError(
-                f"device must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'gpu:all', got {self.device!r}"
-            )
+        check_device(self.device)
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+
+def check_device(device):
+    """Refuse a device that is not ``auto``, ``cpu``, ``gpu``, ``gpu:N`` (N = 0, 1, ...) or ``gpu:all``.
+
+    Only the spelling is checked here; whether that GPU exists is the backend's to say.
+
+    >>> check_device("gpu:1")
+    >>> check_device("gpu:-1")
+    Traceback (most recent call last):
+    ...
+    ValueError: device must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'gpu:all', got 'gpu:-1' (N is a GPU number: 0, 1, ...)
+    """
+    text = str(device).lower()
+    kind, colon, index = text.partition(":")
+    if text in DEVICES or (kind == "gpu" and colon and (index == "all" or (index.isdigit() and index.isascii()))):
+        return
+    hint = " (N is a GPU number: 0, 1, ...)" if kind == "gpu" else ""
+    raise ValueError(f"device must be 'auto', 'cpu', 'gpu', 'gpu:N' or 'gpu:all', got {device!r}{hint}")
+
+
+_SIZE_UNITS = {
+    "": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+    "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40,
+}  # fmt: skip
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*")
+
+
+def parse_size(text):
+    """Bytes from a size such as ``"2GB"``, ``"512MiB"`` or ``"1000000"`` (units of 1024).
+
+    >>> parse_size("2GB"), parse_size("1.5k")
+    (2147483648, 1536)
+    """
+    match = _SIZE.fullmatch(str(text).lower())
+    if match is None or match[2] not in _SIZE_UNITS:
+        raise ValueError(f"not a memory size: {text!r} (for example 2GB or 512MB)")
+    size = int(float(match[1]) * _SIZE_UNITS[match[2]])
+    if size < 1:
+        raise ValueError(f"memory size {text!r} is less than one byte (for example 2GB or 512MB)")
+    return size
+
+
+def check_max_memory(max_memory):
+    """A memory budget as whole bytes (at least 1), or None for the default.
+
+    Takes a number of bytes or a size string (``"2GB"``); refuses anything
+    else, so that 0 or a typo never silently means "the default".
+
+    >>> check_max_memory("1GB"), check_max_memory(2e9), check_max_memory(None)
+    (1073741824, 2000000000, None)
+    >>> check_max_memory(0)
+    Traceback (most recent call last):
+    ...
+    ValueError: max_memory must be at least 1 byte, got 0
+    """
+    if max_memory is None:
+        return None
+    if isinstance(max_memory, str):
+        return parse_size(max_memory)
+    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, float, np.integer, np.floating)):
+        raise ValueError(
+            f"max_memory must be a number of bytes or a size such as '2GB', got {type(max_memory).__name__}"
+        )
+    if not math.isfinite(max_memory):
+        raise ValueError(f"max_memory must be a finite number of bytes, got {max_memory!r}")
+    if max_memory < 1:
+        raise ValueError(f"max_memory must be at least 1 byte, got {max_memory!r}")
+    return int(max_memory)
 
 
 @dataclass(frozen=True)
