@@ -162,7 +162,7 @@ def run_one(args):
     from .engine.backend import get_backends
     from .engine.pipeline import drain, run_pipeline
     from .engine.result import StackParams
-    from .io import OutputSet, StackWriteError, non_finite_warning, open_stack
+    from .io import OutputSet, StackWriteError, check_storable, non_finite_warning, open_stack
 
     try:
         params = StackParams(
@@ -173,6 +173,10 @@ def run_one(args):
     roles = output_paths(args)
     source = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     frames = open_stack(source)
+    try:
+        check_storable(frames.dtype, roles["fused image"])
+    except ValueError as exc:
+        raise UsageError(f"cannot write the fused image {roles['fused image']}: {exc}") from None
     backends = get_backends(params.device)
     try:  # every output checked and its temporary file made before any computing
         outputs = OutputSet(roles, inputs=frames.metadata.get("paths") or [], remove_stale=True)

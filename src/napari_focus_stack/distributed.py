@@ -182,9 +182,11 @@ def process_one(stack, outdir, options):
         )
         with reserved:
             inputs = input_fingerprints(stack)
+            frames = stack_io.open_stack(list(stack.paths))
+            stack_io.check_storable(frames.dtype, outputs.fused)  # before computing
             engine = {**options.engine_options(), "device": worker_device(options.device)}
             with opencv_threads(options.threads_per_stack):
-                result = drain(iter_focus_stack(list(stack.paths), **engine))
+                result = drain(iter_focus_stack(frames, **engine))
             warning = stack_io.non_finite_warning(result.metadata) or ""
             info = {**result.provenance(), "stack": stack.name}
             pixels = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}

@@ -179,7 +179,10 @@ class FrameSequence:
         count = int(np.count_nonzero(missing))
         if count == 0:  # a float64 overflow of huge finite values, not missing data
             return frame
-        self.metadata.setdefault("non_finite", {})[self.metadata["names"][index]] = count
+        name = self.metadata["names"][index]
+        if count == missing.size:
+            raise StackReadError(f"{name}: every pixel is NaN or infinite; leave this frame out of the stack")
+        self.metadata.setdefault("non_finite", {})[name] = count
         return fill_missing(frame, missing)
 
     def __repr__(self):
@@ -253,7 +256,7 @@ def fill_missing(frame, missing):
     """
     valid = (~missing).astype(np.float32)
     if not valid.any():
-        return np.zeros_like(frame)
+        return np.zeros_like(frame)  # nothing to fill from (FrameSequence refuses such frames)
     filled = np.where(missing[..., None] if frame.ndim == 3 else missing, 0, frame).astype(np.float32)
     weight = cv2.GaussianBlur(valid, (0, 0), FILL_SIGMA, borderType=cv2.BORDER_REFLECT)
     planes = filled[..., None] if filled.ndim == 2 else filled
@@ -1306,6 +1309,26 @@ def _json_default(value):
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise TypeError(f"metadata value {value!r} of type {type(value).__name__} is not JSON")
+
+
+def check_storable(dtype, path):
+    """Raise ValueError when the format of ``path`` cannot store images of ``dtype``.
+
+    The same rule :func:`save_image` applies, checked before any computing.
+
+    >>> check_storable(np.float32, "fused.png")
+    Traceback (most recent call last):
+    ...
+    ValueError: PNG stores uint8 or uint16, not float32; save as .tif
+    """
+    extension = Path(path).suffix.lower()
+    if extension in TIFF_EXTENSIONS or extension not in SAVE_EXTENSIONS:
+        return
+    image = np.zeros((1, 1), dtype)
+    if extension in _EIGHT_BIT_EXTENSIONS:
+        _to_uint8(image, extension)
+    elif image.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"PNG stores uint8 or uint16, not {image.dtype.name}; save as .tif")
 
 
 def _encode_with_opencv(image, extension):

@@ -84,3 +84,26 @@ def test_unreadable_folder_is_reported_and_opens_nothing(
     assert len(viewer.layers) == 0
     [message] = errors
     assert "beetle wing" in message and "z9.png" in message and "same size" in message
+
+
+@pytest.mark.parametrize("loop_name", ["0_loop.png", "a", "zz"])
+def test_a_symlink_loop_beside_the_frames_does_not_hide_them(frame_folder, frames, loop_name):
+    """Entries are examined one by one: a link that loops (listed first or last) is passed over."""
+    (frame_folder / loop_name).symlink_to(frame_folder / loop_name)
+    assert reader.napari_get_reader(str(frame_folder)) is reader.read_focus_stack
+    [(data, kwargs, kind)] = reader.read_focus_stack(str(frame_folder))
+    np.testing.assert_array_equal(data, frames)
+    assert kind == "image" and len(kwargs["metadata"]["names"]) == len(frames)
+
+
+def test_a_zero_page_tiff_is_reported_not_raised(tmp_path, frames, monkeypatch):
+    folder = tmp_path / "stack"
+    folder.mkdir()
+    for k, frame in enumerate(frames):
+        save_image(frame, folder / f"z{k + 1}.png")
+    (folder / "z0.tif").write_bytes(b"II*\0\0\0\0\0")
+    shown = []
+    monkeypatch.setattr(reader, "show_error", shown.append)
+    assert reader.napari_get_reader(str(folder / "z0.tif")) is None
+    assert reader.read_focus_stack(str(folder)) == reader.NO_LAYERS
+    assert shown == [f"Focus Stack could not open stack: {folder / 'z0.tif'}: not a readable TIFF (it holds no image pages)"]

@@ -31,10 +31,19 @@ def _is_image_file(path) -> bool:
 
 
 def _folder_has_images(folder) -> bool:
+    """Whether ``folder`` holds an image file; entries that cannot be examined
+    (a symbolic link that loops, a file removed meanwhile) are passed over."""
     try:
-        return any(_is_image_file(entry.path) for entry in os.scandir(folder) if entry.is_file())
+        entries = list(os.scandir(folder))
     except OSError:
         return False
+    for entry in entries:
+        try:
+            if _is_image_file(entry.path) and entry.is_file():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def _is_multi_frame_tiff(path) -> bool:

@@ -183,6 +183,8 @@ def registration_image(frame, max_side=REGISTRATION_MAX_SIDE):
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     band = _blur(gray, _FINE_SIGMA) - _wide_blur(gray, _coarse_sigma(gray.shape))
     rms = float(np.sqrt(np.mean(np.square(band, dtype=np.float64))))
+    if not math.isfinite(rms):  # NaN or Inf pixels (frames reach here with them filled): no usable content
+        return np.zeros_like(band)
     return band / np.float32(rms) if rms > 0 else band
 
 
@@ -571,7 +573,10 @@ def _gauss_newton(fixed, moving, matrix, mode, margin):
         error = np.float32(correlation / max(energy, 1e-12)) * current - target
         outside = jacobian[:, np.flatnonzero(weights == 0)]
         hessian = hessian_all - (outside @ outside.T).astype(np.float64)
-        step = np.linalg.lstsq(hessian, (jacobian @ error).astype(np.float64), rcond=1e-10)[0]
+        try:
+            step = np.linalg.lstsq(hessian, (jacobian @ error).astype(np.float64), rcond=1e-10)[0]
+        except np.linalg.LinAlgError:  # degenerate normal equations: keep the best iterate
+            break
         update = centring @ _params_matrix(step, mode) @ to_centred
         moved = _corner_distance(update, np.eye(3), fixed.shape)
         if moved > _MAX_UPDATE_PX:
