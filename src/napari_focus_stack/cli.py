@@ -408,7 +408,7 @@ def print_summary(outcomes, outdir, seconds, quiet):
 
 def run_batch(args):
     from .batch import BatchOptions, BatchPlanError, is_complete, plan_outputs
-    from .distributed import DaskMissingError, stack_many
+    from .distributed import DaskMissingError, check_before_running, stack_many
     from .io import StackWriteError
 
     options = batch_options(args)
@@ -422,6 +422,10 @@ def run_batch(args):
         complete = [args.resume and is_complete(s, o, BatchOptions(**options)) for s, o in zip(stacks, plans)]
         print_dry_run(stacks, plans, complete)
         return 0
+    try:
+        check_before_running(BatchOptions(**options), outdir, here=args.scheduler is None)
+    except StackWriteError as exc:
+        raise UsageError(str(exc)) from None
     report, bar = batch_progress_bar(len(stacks), args.quiet)
     started = time.perf_counter()
     try:

@@ -273,9 +273,7 @@ def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, res
     # absolute paths, so that workers started elsewhere find the same files
     stacks = [Stack(stack.name, [os.path.abspath(path) for path in stack.paths]) for stack in stacks]
     plans = plan_outputs(stacks, outdir, options)
-    if client is None and scheduler is None and str(options.device).lower() not in ("auto", "cpu"):
-        get_backends(options.device)  # stacks run on this machine: a missing GPU is said once, up front
-    check_output_folder(outdir)
+    check_before_running(options, outdir, here=client is None and scheduler is None)
 
     outcomes = [None] * len(stacks)
     pending = {}
@@ -291,6 +289,14 @@ def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, res
                 outcomes[index] = outcome
                 _report(progress, outcome)
     return outcomes
+
+
+def check_before_running(options, outdir, *, here=True):
+    """What would fail every stack, checked once before any: the output folder, and
+    (``here``: stacks run on this machine) the GPU asked for."""
+    if here and str(options.device).lower() not in ("auto", "cpu"):
+        get_backends(options.device)
+    check_output_folder(outdir)
 
 
 def check_output_folder(outdir):

@@ -282,6 +282,8 @@ def non_finite_warning(metadata):
     counts = metadata.get("non_finite") or {}
     if not counts:
         return None
+    order = {name: index for index, name in enumerate(metadata.get("names") or [])}
+    counts = dict(sorted(counts.items(), key=lambda item: order.get(item[0], len(order))))
     listed = ", ".join(f"{name}: {count:,}" for name, count in list(counts.items())[:3])
     more = ", ..." if len(counts) > 3 else ""
     total = len(metadata.get("names") or counts)
