@@ -38,7 +38,7 @@ def test_writes_fused_depth_and_confidence(tmp_path, frames_dir, capsys):
     np.testing.assert_allclose(tifffile.imread(depth), expected.depth, atol=1e-6)
     assert tifffile.imread(conf).dtype == np.float32
     info = read_metadata(out)
-    assert info["radius"] == 4 and info["smoothing"] == 4 and info["method"] == "weighted"
+    assert info["radius"] == 4 and info["smoothing"] == 1 and info["method"] == "weighted"
     assert info["n_frames"] == 6
     assert read_metadata(depth)["content"] == "depth map"
 
@@ -146,7 +146,7 @@ def test_max_memory_tiles_with_the_same_result(tmp_path, frames_dir, capsys):
     whole, tiled = tmp_path / "whole.tif", tmp_path / "tiled.tif"
     assert run_cli(capsys, folder, "-o", whole, "-q")[0] == 0
     assert run_cli(capsys, folder, "-o", tiled, "-q", "--radius", "2", "--smoothing", "1")[0] == 0
-    code, err = run_cli(capsys, folder, "-o", tiled, "-q", "--max-memory", "300KB", "--radius", "2", "--smoothing", "1")
+    code, err = run_cli(capsys, folder, "-o", tiled, "-q", "--max-memory", "700KB", "--radius", "2", "--smoothing", "1")
     assert code == 0, err
     small = focus_stack(frames_dir[1].frames, radius=2, smoothing=1, device="cpu")
     assert np.abs(tifffile.imread(tiled).astype(int) - small.fused).max() <= 1

@@ -32,7 +32,7 @@ def test_gpu_check_runs_and_prints_its_tables(fake_gpu, capsys):
     assert len(rows) == 5
     for row in rows:  # every case agrees within the tolerances tests/engine/test_gpu.py asserts
         cells = [c.strip() for c in row.strip("|").split("|")]
-        tolerance = 2e-3 if "moving" in cells[0] else 1e-4
+        tolerance = 5e-3 if "moving" in cells[0] else 1e-4
         assert float(cells[1]) <= tolerance and float(cells[2]) <= tolerance and int(cells[3]) <= 1
     speed = out.split("### GPU speed")[1].split("###")[0]
     assert "MP x 4 | none |" in speed and "MP x 4 | similarity |" in speed

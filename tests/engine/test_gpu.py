@@ -12,7 +12,8 @@ texture, fused pixels within 1 grey level (float32 rounding flips under 0.5 %).
 Aligned stacks: both warps sample at the same float32 source positions
 (``source_coordinates``), but OpenCV's 8-bit bicubic weights round about 1
 warped value in 100 000 differently, which moves depth and confidence by up
-to 2e-3 at those pixels.
+to 5e-3 at those pixels (depth is picked on smoothed scores, whose flatter
+peaks make the sub-slice fit more sensitive).
 """
 
 import numpy as np
@@ -112,8 +113,8 @@ def test_aligned_stack_agrees_with_cpu(gpu, moving):
     np.testing.assert_array_equal(on_gpu.transforms, cpu.transforms)
     np.testing.assert_array_equal(on_gpu.partial_coverage, cpu.partial_coverage)
     # OpenCV's 8-bit bicubic weights round about 1 warped value in 100 000
-    # differently; depth and confidence move by up to 2e-3 at those pixels
-    assert_agree(cpu, on_gpu, tolerance=2e-3)
+    # differently; depth and confidence move by up to 5e-3 at those pixels
+    assert_agree(cpu, on_gpu, tolerance=5e-3)
 
 
 def test_device_warp_matches_opencv():

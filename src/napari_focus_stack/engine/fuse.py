@@ -137,16 +137,23 @@ class WeightedFusion:
         be.xp.multiply(ratio, ratio, out=ratio)
         return ratio
 
-    def update(self, frame, score):
-        """Add ``frame`` with its focus ``score`` (left unchanged)."""
+    def update(self, frame, score, floor=0.0):
+        """Add ``frame`` with its focus ``score`` (left unchanged) plus ``floor``.
+
+        ``floor`` is the focus energy of the frame's noise (:mod:`.noise`):
+        where the detail of no frame stands above it, the weights are alike
+        and the frames are averaged, which lowers the noise.
+        """
         be, xp = self.be, self.be.xp
         if self.sums is None:
             self.sums = [plane.astype(xp.float32) for plane in be.channel_planes(frame)]
             self.best = be.gaussian(score, self.sigma)
+            self.best += xp.float32(floor)
             self.weight = xp.ones(score.shape, dtype=xp.float32)
             self._smoothed = xp.empty_like(self.best)  # reused for every later frame
             return
         score = be.gaussian(score, self.sigma, out=self._smoothed)
+        score += xp.float32(floor)
         # in bands of rows: temporaries stay small and in cache, and bands run
         # in parallel. The colour planes are split per band too: splitting a
         # whole 12 MP frame costs 40 ms, mostly page faults of three new

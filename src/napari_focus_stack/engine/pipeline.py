@@ -36,7 +36,8 @@ from .align import (
     shrink,
 )
 from .depth import SliceSelector
-from .focus import FocusMeasure
+from .focus import FocusMeasure, depth_sigma
+from .noise import NoiseProbe
 from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
 from .result import Progress, StackCancelled, StackResult
 from .tiling import MemoryBudgetError, format_bytes, plan_refuse_tiles, plan_tiles, tile_bytes
@@ -132,12 +133,13 @@ def _make_fusion(params, be, levels):
     return PyramidFusion(be, levels)
 
 
-def stack_tile(frames, params, be, levels, cancel, timings):
+def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
     """Stream ``frames`` (one tile of them) through the stages on ``be``.
 
     Generator: yields the index of each frame done; returns ``(fused, depth,
     confidence)`` as host arrays. ``timings`` (a dict) accumulates seconds
-    per stage.
+    per stage. ``noise`` is the run's :class:`NoiseProbe` (whole frames'
+    noise, the same for every tile); without it no noise floor is used.
     """
     selector = SliceSelector(be)
     measure = FocusMeasure(params.radius, params.smoothing, be)
@@ -146,6 +148,9 @@ def stack_tile(frames, params, be, levels, cancel, timings):
     stop = cancel.is_set if cancel is not None else (lambda: False)
     clock = time.perf_counter()
     gray_buffer = None  # one grey image for every frame: a fresh one per frame costs its page faults
+    # depth is selected on smoother scores (focus.depth_sigma); two buffers
+    # alternate, as the selector keeps the previous frame's
+    sigma, select_buffers = depth_sigma(params.smoothing), [None, None]
     for k, raw in enumerate(prefetched(device_warped(frames, be), stop)):
         _check_cancel(cancel)
         t0 = time.perf_counter()
@@ -156,23 +161,27 @@ def stack_tile(frames, params, be, levels, cancel, timings):
         uncovered = _uncovered(frames, k, params.scale_factor, be, raw)
         if uncovered is not None:  # aligned frames: only real pixels compete
             be.xp.copyto(score, be.xp.float32(0), where=uncovered)
+        selection = select_buffers[k % 2] = be.gaussian(score, sigma, out=select_buffers[k % 2])
+        if uncovered is not None:
+            be.xp.copyto(selection, be.xp.float32(0), where=uncovered)
         t1 = time.perf_counter()
-        took_best, took_above = selector.update(score)
+        took_best, took_above = selector.update(selection)
         t2 = time.perf_counter()
         if params.method == "depthmap":
             fusion.update(frame, took_best, took_above)
         elif params.method == "weighted":
-            fusion.update(frame, score)
+            floor = 0.0 if noise is None else noise.floor(k, params.radius, params.scale_factor)
+            fusion.update(frame, score, floor)
         else:
             fusion.update(frame)
-        del frame, gray, score, took_best, took_above
+        del frame, gray, score, selection, took_best, took_above
         clock, t3 = time.perf_counter(), clock
         for stage, seconds in (("read", t0 - t3), ("focus", t1 - t0), ("select", t2 - t1), ("fuse", clock - t2)):
             timings[stage] = timings.get(stage, 0.0) + seconds
         yield k
     _check_cancel(cancel)
     # what only the frame loop needed, freed before the outputs are allocated
-    gray_buffer = None
+    gray_buffer = select_buffers = None
     measure.release()
     selector.previous = None
     if params.method == "depthmap":
@@ -336,15 +345,15 @@ def _output_arrays(frames, params):
     return fused, np.empty(plane, np.float32), np.empty(plane, np.float32)
 
 
-def _stack_tiles(frames, params, be, tiles, levels, cancel, timings):
+def _stack_tiles(frames, params, be, tiles, levels, cancel, timings, noise=None):
     """Tiles one after the other on one backend; yields Progress, returns the outputs."""
     n = len(frames)
     with be.device():  # the backend's GPU, whichever thread created the backend
         if len(tiles) == 1:
-            return (yield from _relabel(stack_tile(frames, params, be, levels, cancel, timings), 0, n))
+            return (yield from _relabel(stack_tile(frames, params, be, levels, cancel, timings, noise), 0, n))
         outputs = _output_arrays(frames, params)
         for i, tile in enumerate(tiles):
-            steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, cancel, timings)
+            steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, cancel, timings, noise)
             for whole, part in zip(outputs, (yield from _relabel(steps, i * n, len(tiles) * n))):
                 whole[tile.write] = part[tile.keep]
             steps = part = None
@@ -352,7 +361,7 @@ def _stack_tiles(frames, params, be, tiles, levels, cancel, timings):
         return outputs
 
 
-def _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, timings):
+def _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, timings, noise=None):
     """Tiles spread over several devices, one thread each; yields Progress."""
     n, total = len(frames), len(tiles) * len(frames)
     outputs = _output_arrays(frames, params)
@@ -369,7 +378,7 @@ def _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, tim
                     tile = todo.get_nowait()
                 except queue.Empty:
                     return
-                steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, stop, {})
+                steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, stop, {}, noise)
                 while True:
                     try:
                         next(steps)
@@ -418,6 +427,7 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
     backends = list(be) if isinstance(be, (list, tuple)) else [be]
     n = len(frames)
     timings, started = {}, time.perf_counter()
+    frames = noise = NoiseProbe(frames)  # under alignment and tiling: sees every frame whole
     alignment = None
     if params.align != "none" and min(frames.shape[1:3]) >= MIN_ALIGN_SIDE:
         alignment, frames = yield from align_frames(frames, params, cancel)
@@ -445,9 +455,9 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
         )
         try:
             if len(backends) == 1:
-                steps = _stack_tiles(frames, params, backends[0], tiles, levels, cancel, timings)
+                steps = _stack_tiles(frames, params, backends[0], tiles, levels, cancel, timings, noise)
             else:
-                steps = _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, timings)
+                steps = _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, timings, noise)
             fused, depth, confidence = yield from steps
             break
         except out_of_memory:

@@ -16,8 +16,8 @@ DEVICES = ("auto", "cpu", "gpu")
 RANGES = {"radius": (1, 20), "smoothing": (1, 10), "scale_factor": (1, 4)}
 
 DEFAULTS = {
-    "radius": 8,
-    "smoothing": 4,
+    "radius": 2,
+    "smoothing": 1,
     "scale_factor": 1,
     "method": "weighted",
     "align": "similarity",

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .align import HOST_WARP_BAND_PIXELS
 from .backend import gaussian_kernel
-from .focus import PRESMOOTH_SIGMA
+from .focus import PRESMOOTH_SIGMA, depth_sigma
 from .fuse import pyramid_levels, pyramid_reach
 
 
@@ -46,11 +46,13 @@ def reach(params, out_shape):
         + params.radius  # window
         + len(gaussian_kernel(float(params.smoothing))) // 2  # smoothing
     )
+    # depth is selected on the scores smoothed once more (focus.depth_sigma)
+    selection = focus + len(gaussian_kernel(depth_sigma(params.smoothing))) // 2
     if params.method == "pyramid":
-        return max(focus, pyramid_reach(pyramid_levels(out_shape)))
+        return max(selection, pyramid_reach(pyramid_levels(out_shape)))
     if params.method == "weighted":  # its weights are the scores smoothed once more
-        return focus + len(gaussian_kernel(float(params.smoothing))) // 2
-    return focus
+        return max(selection, focus + len(gaussian_kernel(float(params.smoothing))) // 2)
+    return selection
 
 
 def warp_band_bytes(band_pixels, channels, itemsize):
