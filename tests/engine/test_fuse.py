@@ -52,3 +52,14 @@ def test_to_dtype_rounds_and_clips():
     np.testing.assert_array_equal(to_dtype(image, np.uint8, BE), [0, 0, 1, 254, 255])
     np.testing.assert_array_equal(to_dtype(image * 300, np.uint16, BE), [0, 120, 180, 65535, 65535])
     assert to_dtype(image, np.float32, BE).dtype == np.float32
+
+
+@pytest.mark.parametrize("method", ["weighted", "depthmap", "pyramid"])
+@pytest.mark.parametrize("dtype, value", [(np.uint8, 200), (np.float32, 0.25)])
+def test_a_constant_stack_fuses_to_its_value(method, dtype, value):
+    """No frame has any detail (issue 12, defect 1: weighted gave 0, or NaN for floats)."""
+    from napari_focus_stack import focus_stack
+
+    result = focus_stack(np.full((5, 64, 64), value, dtype), method=method, device="cpu")
+    assert result.fused.dtype == dtype
+    np.testing.assert_array_equal(result.fused, np.full((64, 64), value, dtype))

@@ -104,6 +104,12 @@ class DepthMapFusion:
         return weighted_pair(w_lower, lower_pixels, w_upper, upper_pixels, be)
 
 
+#: Added to every weighted-fusion score: where no frame has any detail (a
+#: constant image, no noise), all weights are then equal and the frames are
+#: averaged, instead of 0/0. Far below any real focus energy.
+TINY_SCORE = 1e-30
+
+
 class WeightedFusion:
     """Focus-weighted mean: frame ``k`` weighs ``(s_k / s_max) ** 4`` at each pixel.
 
@@ -137,23 +143,28 @@ class WeightedFusion:
         be.xp.multiply(ratio, ratio, out=ratio)
         return ratio
 
-    def update(self, frame, score, floor=0.0):
+    def update(self, frame, score, floor=0.0, uncovered=None):
         """Add ``frame`` with its focus ``score`` (left unchanged) plus ``floor``.
 
         ``floor`` is the focus energy of the frame's noise (:mod:`.noise`):
         where the detail of no frame stands above it, the weights are alike
-        and the frames are averaged, which lowers the noise.
+        and the frames are averaged, which lowers the noise. Pixels of
+        ``uncovered`` (aligned frames: no real pixels) get no weight.
         """
         be, xp = self.be, self.be.xp
         if self.sums is None:
             self.sums = [plane.astype(xp.float32) for plane in be.channel_planes(frame)]
             self.best = be.gaussian(score, self.sigma)
-            self.best += xp.float32(floor)
+            self.best += xp.float32(floor + TINY_SCORE)
+            if uncovered is not None:
+                xp.copyto(self.best, xp.float32(0), where=uncovered)
             self.weight = xp.ones(score.shape, dtype=xp.float32)
             self._smoothed = xp.empty_like(self.best)  # reused for every later frame
             return
         score = be.gaussian(score, self.sigma, out=self._smoothed)
-        score += xp.float32(floor)
+        score += xp.float32(floor + TINY_SCORE)
+        if uncovered is not None:  # no real pixels: no weight
+            xp.copyto(score, xp.float32(0), where=uncovered)
         # in bands of rows: temporaries stay small and in cache, and bands run
         # in parallel. The colour planes are split per band too: splitting a
         # whole 12 MP frame costs 40 ms, mostly page faults of three new
@@ -169,7 +180,7 @@ class WeightedFusion:
         be, xp = self.be, self.be.xp
         best = self.best[rows]
         top = xp.maximum(best, score)
-        top += xp.float32(1e-30)  # 0/0 where a pixel has no detail in any frame
+        top += xp.float32(1e-38)  # 0/0 only where no frame covers a pixel yet
         old = self._power(best / top, be)
         new = self._power(score / top, be)
         product = xp.empty_like(new)

@@ -171,7 +171,7 @@ def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
             fusion.update(frame, took_best, took_above)
         elif params.method == "weighted":
             floor = 0.0 if noise is None else noise.floor(k, params.radius, params.scale_factor)
-            fusion.update(frame, score, floor)
+            fusion.update(frame, score, floor, uncovered)
         else:
             fusion.update(frame)
         del frame, gray, score, selection, took_best, took_above
