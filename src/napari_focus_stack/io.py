@@ -150,6 +150,15 @@ class FrameSequence:
             frame = self._fill_non_finite(index, frame)
         return frame
 
+    def label(self, index):
+        """Frame ``index`` as messages name it: its file (and page), or ``frame k`` of an array."""
+        paths, names = self.metadata.get("paths"), self.metadata.get("names")
+        if not paths:
+            return names[index] if names else f"frame {index}"
+        name = names[index] if names else ""
+        page = name[name.rindex("[") :] if name.endswith("]") and "[" in name else ""
+        return f"{paths[index]}{page}"
+
     def _index(self, index):
         index = operator.index(index)
         if index < 0:
@@ -163,27 +172,30 @@ class FrameSequence:
         index = self._index(index)
         frame = self._loaders[index]()
         if frame.shape != self.shape[1:]:
-            name = self.metadata["names"][index]
+            name = self.label(index)
             raise StackReadError(
                 f"{name}: decoded to shape {frame.shape} but its header says {self.shape[1:]}"
             )
         return np.ascontiguousarray(frame, dtype=self.dtype)
 
     def _fill_non_finite(self, index, frame):
-        # One float64 sum finds any NaN or Inf without a mask (NaN and Inf propagate).
-        if math.isfinite(float(frame.sum(dtype=np.float64))):
+        # The minimum and maximum find any NaN or Inf without a mask (NaN propagates).
+        low, high = float(frame.min()), float(frame.max())
+        if math.isfinite(low) and math.isfinite(high):
+            _check_magnitude(self.label(index), low, high)
             return frame
+        name = self.label(index)
         missing = ~np.isfinite(frame)
         if missing.ndim == 3:
             missing = missing.any(axis=2)
         count = int(np.count_nonzero(missing))
-        if count == 0:  # a float64 overflow of huge finite values, not missing data
-            return frame
-        name = self.metadata["names"][index]
         if count == missing.size:
             raise StackReadError(f"{name}: every pixel is NaN or infinite; leave this frame out of the stack")
-        self.metadata.setdefault("non_finite", {})[name] = count
-        return fill_missing(frame, missing)
+        names = self.metadata.get("names")
+        self.metadata.setdefault("non_finite", {})[names[index] if names else name] = count
+        filled = fill_missing(frame, missing)
+        _check_magnitude(name, float(filled.min()), float(filled.max()))
+        return filled
 
     def __repr__(self):
         return (
@@ -238,6 +250,18 @@ class FrameSequence:
 
 #: Gaussian sigma (px) of the neighbourhood that fills a missing pixel.
 FILL_SIGMA = 4.0
+#: Largest magnitude of a float pixel that is stacked: the focus measure
+#: squares local contrast, and float32 arithmetic overflows beyond about 1e19.
+MAX_FLOAT_MAGNITUDE = 1e18
+
+
+def _check_magnitude(name, low, high):
+    peak = max(-low, high)
+    if peak > MAX_FLOAT_MAGNITUDE:
+        raise StackReadError(
+            f"{name}: pixel values reach {peak:.3g}, beyond the {MAX_FLOAT_MAGNITUDE:.0e} that float "
+            "frames can be stacked with; rescale the stack first"
+        )
 
 
 def fill_missing(frame, missing):
@@ -1035,7 +1059,7 @@ def read_image(path, *, max_frame_pixels=400_000_000):
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise StackReadError(_not_an_image_message(path))
     frames = _read_single_frame(path, max_frame_pixels)
-    image = FrameSequence(frames.loaders, frames.shape, _output_dtype(frames.dtype, path), {})[0]
+    image = FrameSequence(frames.loaders, frames.shape, _output_dtype(frames.dtype, path), {}).decoded(0)
     metadata = read_metadata(path) if path.suffix.lower() in TIFF_EXTENSIONS else {}
     return image, metadata
 
