@@ -465,3 +465,17 @@ def test_batch_checks_its_output_folder_before_any_stack(tmp_path, capsys):
     code, _, err = run_cli(capsys, "batch", root, "-o", "/proc/fused")
     assert code == 2
     assert_one_error_line(err, "cannot create the output folder /proc/fused")
+
+
+def test_10_a_library_warning_is_one_line_of_ours(tmp_path, frames_dir, capsys, monkeypatch):
+    from napari_focus_stack.engine import pipeline
+
+    real = pipeline.run_pipeline
+
+    def warns(*args, **kwargs):
+        warnings.warn("overflow encountered in multiply", RuntimeWarning)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", warns)
+    code, _, err = run_cli(capsys, frames_dir, "-o", tmp_path / "f.tif", "-q")
+    assert code == 0 and err == "napari-focus-stack: warning: overflow encountered in multiply\n"

@@ -5,9 +5,9 @@ Imports nothing of napari, Qt or Dask at start-up: start-up time counts in every
 """
 
 import argparse
-import re
 import sys
 import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -441,6 +441,11 @@ def run_batch(args):
     return print_summary(outcomes, outdir, time.perf_counter() - started, args.quiet)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
+    print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised in the main thread so that the same clean-up as for Ctrl-C runs."""
 
@@ -479,7 +484,9 @@ def main(argv=None):
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
     nothing = "" if batch else "; no output was written"
     try:
-        return command(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning  # a library's warning: one line, without its source
+            return command(args)
     except (UsageError, StackReadError, DeviceUnavailableError, MemoryBudgetError) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
