@@ -479,3 +479,26 @@ def test_10_a_library_warning_is_one_line_of_ours(tmp_path, frames_dir, capsys, 
     monkeypatch.setattr(pipeline, "run_pipeline", warns)
     code, _, err = run_cli(capsys, frames_dir, "-o", tmp_path / "f.tif", "-q")
     assert code == 0 and err == "napari-focus-stack: warning: overflow encountered in multiply\n"
+
+
+def test_what_could_not_be_removed_is_named_by_the_users_path(tmp_path, frames_dir, capsys, monkeypatch):
+    import pathlib
+
+    out = tmp_path / "out"
+    out.mkdir()
+    failing_writer(monkeypatch, "d.tif", OSError(errno.ENOSPC, "No space left on device"))
+    real_unlink = pathlib.Path.unlink
+
+    def stuck(self, missing_ok=False):
+        if self.name.startswith(".d.tif."):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(pathlib.Path, "unlink", stuck)
+    code, _, err = run_cli(capsys, frames_dir, "-o", out / "f.tif", "--depth", out / "d.tif", "-q")
+    assert code == 1
+    assert err == (
+        f"{PREFIX}cannot write the depth map {out / 'd.tif'}: no space left on device; "
+        f"no output is complete, but files beside {out / 'd.tif'} could not be removed\n"
+    )
+    assert [name.startswith(".d.tif.") for name in os.listdir(out)] == [True]

@@ -182,6 +182,7 @@ def run_one(args):
         outputs = OutputSet(roles, inputs=frames.metadata.get("paths") or [], remove_stale=True)
     except StackWriteError as exc:
         raise UsageError(str(exc)) from None
+    args.outputs = outputs
     with outputs:
         bars = None if args.quiet else progress_bar()
         steps = run_pipeline(frames, params, backends, metadata=frames.metadata, max_memory=args.max_memory)
@@ -461,7 +462,16 @@ def _interrupted_message(args, batch, terminated):
     written = getattr(args, "written", None)
     if written:
         return f"{what} after every output was written ({', '.join(str(path) for path in written)})"
-    return f"{what}; no output was written"
+    return f"{what}{_nothing_written(args)}"
+
+
+def _nothing_written(args):
+    """What a failed single-stack run left: nothing, or what could not be removed."""
+    outputs = getattr(args, "outputs", None)
+    left = [] if outputs is None else outputs.left_behind
+    if left:
+        return f"; no output is complete, but files beside {', '.join(map(str, left))} could not be removed"
+    return "; no output was written"
 
 
 def main(argv=None):
@@ -482,7 +492,6 @@ def main(argv=None):
     previous = None
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    nothing = "" if batch else "; no output was written"
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _one_line_warning  # a library's warning: one line, without its source
@@ -491,14 +500,15 @@ def main(argv=None):
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except StackWriteError as exc:
-        print(f"{PROG}: error: {exc}{nothing}", file=sys.stderr)
+        print(f"{PROG}: error: {exc}{'' if batch else _nothing_written(args)}", file=sys.stderr)
         return 1
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"{PROG}: error: {reason}{where}{nothing}", file=sys.stderr)
+        print(f"{PROG}: error: {reason}{where}{'' if batch else _nothing_written(args)}", file=sys.stderr)
         return 1
     except MemoryError:
+        nothing = "" if batch else _nothing_written(args)
         print(f"{PROG}: error: out of memory{nothing}; try a smaller --max-memory", file=sys.stderr)
         return 1
     except (KeyboardInterrupt, StackCancelled) as exc:

@@ -1163,6 +1163,8 @@ class OutputSet:
     def __init__(self, outputs, *, inputs=(), remove_stale=False):
         self.paths = {role: Path(path) for role, path in outputs.items()}
         self.committed = False
+        #: Outputs (user's paths) beside which a file of this run could not be removed.
+        self.left_behind = []
         self._temporaries = {}
         self._placed = []
         check_outputs(self.paths, inputs)
@@ -1172,11 +1174,11 @@ class OutputSet:
                     remove_stale_temporaries(path)
                 temporary = _temporary_name(path)
                 try:
-                    with open(temporary, "xb"):
-                        pass
+                    with _signals_held():  # made and recorded at once: a signal cannot orphan it
+                        open(temporary, "xb").close()
+                        self._temporaries[role] = temporary
                 except OSError as exc:
                     raise StackWriteError(f"cannot write the {role} {path}: {_write_reason(exc, path)}") from None
-                self._temporaries[role] = temporary
         except BaseException:
             self.discard()
             raise
@@ -1212,28 +1214,31 @@ class OutputSet:
             for role, temporary in list(self._temporaries.items()):
                 path = self.paths[role]
                 try:
-                    os.replace(temporary, path)
+                    with _signals_held():  # renamed and recorded at once
+                        os.replace(temporary, path)
+                        del self._temporaries[role]
+                        self._placed.append(path)
                 except OSError as exc:
                     raise StackWriteError(f"cannot write the {role} {path}: {_write_reason(exc, path)}") from None
-                del self._temporaries[role]
-                self._placed.append(path)
         except BaseException:
             self.discard()
             raise
         self.committed = True
 
     def discard(self):
-        """Remove every temporary and every output placed so far; returns the paths that could not be."""
-        left = []
+        """Remove every temporary and every output placed so far.
+
+        Outputs beside which something could not be removed are added to
+        :attr:`left_behind` (by the user's path, never the temporary's name).
+        """
         with _signals_held():
-            for path in [*self._temporaries.values(), *self._placed]:
+            for role, path in [*self._temporaries.items(), *((None, path) for path in self._placed)]:
                 try:
                     path.unlink(missing_ok=True)
                 except OSError:
-                    left.append(path)
+                    self.left_behind.append(self.paths[role] if role is not None else path)
             self._temporaries.clear()
             self._placed.clear()
-        return left
 
 
 def check_outputs(outputs, inputs=()):
