@@ -502,3 +502,12 @@ def test_what_could_not_be_removed_is_named_by_the_users_path(tmp_path, frames_d
         f"no output is complete, but files beside {out / 'd.tif'} could not be removed\n"
     )
     assert [name.startswith(".d.tif.") for name in os.listdir(out)] == [True]
+
+
+def test_batch_outputs_are_compared_with_inputs_ignoring_case(tmp_path):
+    from napari_focus_stack.batch import BatchPlanError, Stack, plan_outputs
+
+    frames = write_folder(tmp_path / "Frames", focal_frames())
+    stack = Stack("a", sorted(frames.iterdir()))
+    with pytest.raises(BatchPlanError, match="holds input frames; choose another one"):
+        plan_outputs([stack], tmp_path / "FRAMES", BatchOptions())

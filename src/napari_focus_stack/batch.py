@@ -43,6 +43,7 @@ from .io import (
     TIFF_EXTENSIONS,
     natural_sort_key,
     open_stack,
+    path_key,
     read_metadata,
     split_into_stacks,
     write_atomically,
@@ -456,10 +457,10 @@ def plan_outputs(stacks, outdir, options):
         output would replace an input, or ``outdir`` holds input frames.
     """
     outdir = Path(outdir)
-    input_folders = {Path(path).resolve().parent for stack in stacks for path in stack.paths}
-    if outdir.resolve() in input_folders:
+    input_folders = {path_key(Path(path).resolve().parent) for stack in stacks for path in stack.paths}
+    if path_key(outdir) in input_folders:
         raise BatchPlanError(f"the output folder {outdir} holds input frames; choose another one")
-    inputs = {Path(path).resolve() for stack in stacks for path in stack.paths}
+    inputs = {path_key(path) for stack in stacks for path in stack.paths}
     owners = {}
     plans = []
     for stack in stacks:
@@ -474,7 +475,7 @@ def plan_outputs(stacks, outdir, options):
                     f"stacks {owners[key]!r} and {stack.name!r} would both write {path.name}; rename one of them"
                 )
             owners[key] = stack.name
-            if path.resolve() in inputs:
+            if path_key(path) in inputs:
                 raise BatchPlanError(f"refusing to overwrite input file {path}")
         plans.append(outputs)
     return plans

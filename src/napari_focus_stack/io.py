@@ -1250,7 +1250,7 @@ def check_outputs(outputs, inputs=()):
     ``Z01.JPG`` is ``z01.jpg``) and, for files that exist, by inode (links).
     """
     inputs = [Path(path) for path in inputs]
-    input_keys = {_path_key(path): path for path in inputs}
+    input_keys = {path_key(path): path for path in inputs}
     input_ids = {}
     for path in inputs:
         with suppress_os_error():
@@ -1259,7 +1259,7 @@ def check_outputs(outputs, inputs=()):
     seen = {}
     for role, path in outputs.items():
         path = Path(path)
-        key = _path_key(path)
+        key = path_key(path)
         if key in seen:
             raise StackWriteError(f"the {role} and the {seen[key]} would both be written to {path}")
         seen[key] = role
@@ -1275,8 +1275,9 @@ def check_outputs(outputs, inputs=()):
             raise StackWriteError(f"cannot write the {role} {path}: it is a folder")
 
 
-def _path_key(path):
-    """A path as compared for sameness: absolute, links resolved, case folded."""
+def path_key(path):
+    """A path as compared for sameness: absolute, links resolved, case folded (as on
+    macOS and Windows, where ``Z01.JPG`` is ``z01.jpg``)."""
     return os.path.normcase(str(Path(path).resolve())).casefold()
 
 
