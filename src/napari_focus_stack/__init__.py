@@ -16,6 +16,7 @@ _EXPORTS = {
     "iter_focus_stack": "api",
     "FocusStacker": "api",
     "fuse_from_depth": "api",
+    "MissingDataWarning": "api",
     "StackResult": "engine.result",
     "StackParams": "engine.result",
     "StackCancelled": "engine.result",
@@ -26,6 +27,7 @@ _EXPORTS = {
     "save_image": "io",
     "split_into_stacks": "io",
     "StackReadError": "io",
+    "StackWriteError": "io",
     "simulate_stack": "synthetic",
     "stack_many": "distributed",
 }
