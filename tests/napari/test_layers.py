@@ -85,7 +85,7 @@ def test_stacking_a_layer_equals_the_engine(sim):
     expected = focus_stack(sim.frames)
     np.testing.assert_array_equal(run.fused, expected.fused)
     np.testing.assert_array_equal(run.depth, expected.depth)
-    assert run.provenance()["radius"] == 8 and run.provenance()["source_layer"] == "s"
+    assert run.provenance()["radius"] == DEFAULTS["radius"] and run.provenance()["source_layer"] == "s"
 
 
 def test_stacking_each_time_point(sim):

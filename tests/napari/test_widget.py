@@ -9,6 +9,7 @@ from napari.layers import Labels, Surface
 from napari_focus_stack import focus_stack, fuse_from_depth, simulate_stack
 from napari_focus_stack._napari.layers import RUN_KEY
 from napari_focus_stack._napari.widget import FocusStackWidget
+from napari_focus_stack.engine.result import DEFAULTS
 
 pytestmark = pytest.mark.napari
 
@@ -44,7 +45,7 @@ def test_sample_data_run_with_defaults(make_napari_viewer):
     assert fused.rgb and fused.data.dtype == np.uint8 and fused.data.shape == (512, 512, 3)
     assert depth.data.dtype == np.float32 and depth.contrast_limits == [0.0, 11.0]
     np.testing.assert_array_equal(depth.data, focus_stack(stack.data).depth)
-    assert fused.metadata["focus_stack"]["radius"] == 8
+    assert fused.metadata["focus_stack"]["radius"] == DEFAULTS["radius"]
     assert widget.run_button.enabled and not widget.cancel_button.enabled
 
 
