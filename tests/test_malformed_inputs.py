@@ -85,12 +85,10 @@ def run_quietly(argv):
 
 @contextlib.contextmanager
 def warnings_are_errors():
-    """Every warning fails the test, except ours about missing data, and (until defect 1
-    of issue 12 is fixed in engine/fuse.py) the weighted fusion's of a constant stack."""
+    """Every warning fails the test, except ours about missing data."""
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         warnings.simplefilter("ignore", MissingDataWarning)
-        warnings.filterwarnings("ignore", category=RuntimeWarning, module=r"napari_focus_stack\.engine\.fuse")
         yield
 
 
@@ -203,14 +201,18 @@ def test_corpus_float_frames_beyond_float32_arithmetic_are_refused(tmp_path):
 
 @pytest.mark.parametrize("value", [0, 128, 255])
 def test_corpus_constant_stack_gives_a_result(value):
-    result = focus_stack(np.full((4, *SHAPE), value, np.uint8), device="cpu")
+    with warnings_are_errors():
+        result = focus_stack(np.full((4, *SHAPE), value, np.uint8), device="cpu")
     assert result.fused.shape == SHAPE and result.fused.dtype == np.uint8
     assert np.isfinite(result.depth).all() and 0 <= result.confidence.min() <= result.confidence.max() <= 1
 
 
-@pytest.mark.xfail(strict=False, reason="defect 1 of issue 12 (weighted fusion of a constant stack), in engine/fuse.py")
-def test_corpus_constant_stack_fuses_to_the_constant():
-    assert focus_stack(np.full((5, 64, 64), 200, np.uint8), device="cpu").fused.max() == 200
+@pytest.mark.parametrize("method", ["weighted", "depthmap", "pyramid"])
+@pytest.mark.parametrize("dtype, value", [(np.uint8, 200), (np.uint16, 40000), (np.float32, 0.25)])
+def test_corpus_constant_stack_fuses_to_the_constant(method, dtype, value):
+    with warnings_are_errors():
+        result = focus_stack(np.full((5, 64, 64), value, dtype), method=method, device="cpu")
+    np.testing.assert_array_equal(result.fused, np.full((64, 64), value, dtype))
 
 
 @pytest.mark.parametrize(
