@@ -511,3 +511,30 @@ def test_batch_outputs_are_compared_with_inputs_ignoring_case(tmp_path):
     stack = Stack("a", sorted(frames.iterdir()))
     with pytest.raises(BatchPlanError, match="holds input frames; choose another one"):
         plan_outputs([stack], tmp_path / "FRAMES", BatchOptions())
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["{frames}", "-o", "."], "cannot write the fused image .: it is a folder"),
+        (["/dev/null", "/dev/zero", "-o", "{tmp}/f.tif"], "/dev/null: not a regular file (a device, a pipe or a socket)"),
+        (["/dev/null", "-o", "{tmp}/f.tif"], "/dev/null: not a regular file or folder (a device, a pipe or a socket)"),
+        (["batch", "{tmp}", "-o", "{frames}/z1.png"], "the output folder {frames}/z1.png is a file, not a folder"),
+    ],
+)
+def test_odd_paths_give_one_line(tmp_path, frames_dir, capsys, args, message, monkeypatch):
+    write_folder(tmp_path / "other", focal_frames())
+    fill = {"frames": frames_dir, "tmp": tmp_path}
+    before = snapshot(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_cli(capsys, *(arg.format(**fill) for arg in args))
+    assert code == 2
+    assert_one_error_line(err, message.format(**fill))
+    assert snapshot(tmp_path) == before
+
+
+def test_a_device_is_never_replaced_by_an_output(tmp_path):
+    from napari_focus_stack.io import StackWriteError, check_outputs
+
+    with pytest.raises(StackWriteError, match="cannot write the fused image /dev/null: it is not a regular file"):
+        check_outputs({"fused image": Path("/dev/null")})

@@ -98,6 +98,9 @@ def output_paths(args):
     if args.confidence:
         outputs["confidence map"] = Path(args.confidence)
     fused = outputs["fused image"]
+    for role, path in outputs.items():
+        if path.is_dir():
+            raise UsageError(f"cannot write the {role} {path}: it is a folder")
     if fused.suffix.lower() not in SAVE_EXTENSIONS:
         raise UsageError(f"cannot write {fused.name}: the fused image can be saved as {', '.join(SAVE_EXTENSIONS)}")
     for role, path in list(outputs.items())[1:]:

@@ -305,6 +305,8 @@ def check_output_folder(outdir):
     Raises :class:`~napari_focus_stack.io.StackWriteError` naming the folder.
     """
     outdir = Path(outdir)
+    if outdir.exists() and not outdir.is_dir():
+        raise stack_io.StackWriteError(f"the output folder {outdir} is a file, not a folder")
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import signal
+import stat
 import threading
 import warnings
 import xml.etree.ElementTree as ElementTree
@@ -384,6 +385,8 @@ def open_stack(source, *, max_frame_pixels=400_000_000):
         return _open_paths([path], str(path), max_frame_pixels)
     if any(character in text for character in "*?["):
         return _open_paths(_list_glob(text), text, max_frame_pixels)
+    if path.exists():
+        raise StackReadError(f"{path}: not a regular file or folder (a device, a pipe or a socket)")
     raise StackReadError(f"{path}: no such file or folder")
 
 
@@ -494,6 +497,8 @@ def _open_paths(paths, source, max_frame_pixels):
         if path.is_dir():
             raise StackReadError(f"{path}: is a folder; give image files or one folder")
         if not path.is_file():
+            if path.exists():
+                raise StackReadError(f"{path}: not a regular file (a device, a pipe or a socket)")
             raise StackReadError(f"{path}: no such file")
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise StackReadError(_not_an_image_message(path))
@@ -1273,6 +1278,8 @@ def check_outputs(outputs, inputs=()):
             raise StackWriteError(f"cannot write the {role}: folder {path.parent} does not exist")
         if path.is_dir():
             raise StackWriteError(f"cannot write the {role} {path}: it is a folder")
+        if status is not None and not stat.S_ISREG(status.st_mode):  # a device, a pipe: never replaced
+            raise StackWriteError(f"cannot write the {role} {path}: it is not a regular file")
 
 
 def path_key(path):
