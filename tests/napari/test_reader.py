@@ -107,3 +107,14 @@ def test_a_zero_page_tiff_is_reported_not_raised(tmp_path, frames, monkeypatch):
     assert reader.napari_get_reader(str(folder / "z0.tif")) is None
     assert reader.read_focus_stack(str(folder)) == reader.NO_LAYERS
     assert shown == [f"Focus Stack could not open stack: {folder / 'z0.tif'}: not a readable TIFF (it holds no image pages)"]
+
+
+def test_a_file_that_goes_away_is_reported_not_raised(frame_folder, monkeypatch):
+    def gone(source):
+        raise FileNotFoundError(2, "No such file or directory", str(frame_folder / "z2.png"))
+
+    shown = []
+    monkeypatch.setattr(reader, "read_stack", gone)
+    monkeypatch.setattr(reader, "show_error", shown.append)
+    assert reader.read_focus_stack(str(frame_folder)) == reader.NO_LAYERS
+    assert shown == [f"Focus Stack could not open beetle wing: No such file or directory ({frame_folder / 'z2.png'})"]

@@ -105,5 +105,12 @@ def read_focus_stack(path):
     except StackReadError as exc:
         show_error(f"Focus Stack could not open {stack_name(path)}: {exc}")
         return NO_LAYERS
+    except OSError as exc:  # the file went away or became unreadable after napari asked
+        where = f" ({exc.filename})" if exc.filename else ""
+        show_error(f"Focus Stack could not open {stack_name(path)}: {exc.strerror or exc}{where}")
+        return NO_LAYERS
+    except MemoryError:
+        show_error(f"Focus Stack could not open {stack_name(path)}: not enough memory for the whole stack")
+        return NO_LAYERS
     rgb = data.ndim == 4
     return [(data, layer_kwargs(stack_name(path), metadata, rgb), "image")]
