@@ -461,7 +461,9 @@ def _raise_terminated(signum, frame):
 def _interrupted_message(args, batch, terminated):
     what = "terminated" if terminated else "cancelled"
     if batch:
-        return f"{what}; finished stacks are complete, the stack in progress left nothing; rerun with --resume to do the rest"
+        on_dask = getattr(args, "workers", None) is not None or getattr(args, "scheduler", None) is not None
+        unfinished = "stacks in progress are redone" if on_dask else "the stack in progress left nothing"
+        return f"{what}; finished stacks are complete, {unfinished}; rerun with --resume to do the rest"
     written = getattr(args, "written", None)
     if written:
         return f"{what} after every output was written ({', '.join(str(path) for path in written)})"
