@@ -304,7 +304,7 @@ SIGNALLED = textwrap.dedent(
 
     def slow(image, path, *, metadata=None):
         write = real(image, path, metadata=metadata)
-        if not str(path).endswith("d.tif"):
+        if not str(path).endswith(sys.argv[2]):
             return write
         def stalled(file):
             file.write(b"half")
@@ -314,7 +314,7 @@ SIGNALLED = textwrap.dedent(
         return stalled
 
     io.image_writer = slow
-    sys.exit(main(sys.argv[2:]))
+    sys.exit(main(sys.argv[3:]))
     """
 )
 
@@ -325,7 +325,7 @@ def test_14_a_signal_during_a_write_leaves_nothing_behind(tmp_path, frames_dir, 
     out.mkdir()
     ready = tmp_path / "ready"
     process = subprocess.Popen(
-        [sys.executable, "-c", SIGNALLED, str(ready), str(frames_dir), "-o", str(out / "f.tif"), "--depth",
+        [sys.executable, "-c", SIGNALLED, str(ready), "d.tif", str(frames_dir), "-o", str(out / "f.tif"), "--depth",
          str(out / "d.tif"), "-q"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -538,3 +538,26 @@ def test_a_device_is_never_replaced_by_an_output(tmp_path):
 
     with pytest.raises(StackWriteError, match="cannot write the fused image /dev/null: it is not a regular file"):
         check_outputs({"fused image": Path("/dev/null")})
+
+
+def test_14_sigterm_in_a_batch_keeps_finished_stacks_and_nothing_of_the_one_in_progress(tmp_path):
+    root = tmp_path / "scans"
+    for name in ("a", "b", "c"):
+        write_folder(root / name, focal_frames())
+    out, ready = tmp_path / "out", tmp_path / "ready"
+    process = subprocess.Popen(
+        [sys.executable, "-c", SIGNALLED, str(ready), "b_depth.tif", "batch", str(root), "-o", str(out), "--depth", "-q"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ready.exists(), process.communicate()
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 143 and stdout == ""
+    assert stderr == (
+        "napari-focus-stack: terminated; finished stacks are complete, the stack in progress left nothing; "
+        "rerun with --resume to do the rest\n"
+    )
+    assert sorted(os.listdir(out)) == ["a.json", "a.tif", "a_depth.tif"]

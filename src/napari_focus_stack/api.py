@@ -26,6 +26,9 @@ def iter_focus_stack(
 
     For callers that drive the work themselves (a napari worker thread, a
     progress bar). Parameters are checked before the first frame is read.
+    NaN or infinite pixels met in float frames are not warned about here:
+    the result's ``metadata["non_finite"]`` counts them per frame, and
+    :func:`napari_focus_stack.io.non_finite_warning` says it in a sentence.
     """
     params = StackParams(radius, smoothing, scale_factor, method, align, device, reference)
     max_memory = check_max_memory(max_memory)
