@@ -65,6 +65,9 @@ def assert_one_error_line(err, *fragments):
     assert "Traceback" not in err and ".tmp" not in err, err
     last = err.rstrip("\n").split("\n")[-1].split("\r")[-1]
     assert last.startswith(PREFIX) and "<" not in last, err
+    segments = [part for line in err.split("\n") for part in line.split("\r") if part.strip()]
+    bars = ("Aligning:", "Stacking:", "Batch:")
+    assert [part for part in segments if not part.startswith(bars)] == [last], err  # nothing but bars and it
     for fragment in fragments:
         assert fragment in last, (fragment, last)
     assert err.count(PREFIX) == 1
@@ -344,6 +347,20 @@ def test_14_a_signal_during_a_write_leaves_nothing_behind(tmp_path, frames_dir, 
 # --- 9, 10: messages --------------------------------------------------------------
 
 
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def truncate_bmp(folder):
+    """Frames as BMP, one of them cut in half."""
+    for path in sorted(folder.glob("*.png")):
+        save_image(cv2.imread(str(path), cv2.IMREAD_UNCHANGED)[..., ::-1], path.with_suffix(".bmp"))
+        path.unlink()
+    (folder / "z0.bmp").write_bytes((folder / "z1.bmp").read_bytes())
+    truncate(folder / "z0.bmp")
+
+
 def corrupt_png(path):
     data = bytearray(path.read_bytes())
     at = data.find(b"IDAT") + 10
@@ -361,6 +378,10 @@ def corrupt_png(path):
         (lambda folder: (folder / "z0.tif").write_bytes(b"II*\0garbage!"), "z0.tif: not a readable TIFF"),
         (lambda folder: corrupt_png(folder / "z3.png"),
          "z3.png: cannot decode image data (corrupt PNG: checksum error in its IDAT chunk)"),
+        (lambda folder: truncate(folder / "z3.png"),
+         "z3.png: cannot decode image data (truncated PNG: the file ends before its last chunk)"),
+        (lambda folder: truncate_bmp(folder),
+         "z0.bmp: cannot decode image data (truncated BMP: 4,635 of 9,270 bytes)"),
     ],
 )  # fmt: skip
 def test_9_10_bad_files_give_one_line_naming_the_file(tmp_path, frames_dir, capfd, make, message):

@@ -445,6 +445,16 @@ def run_batch(args):
     return print_summary(outcomes, outdir, time.perf_counter() - started, args.quiet)
 
 
+def _silence_opencv_log():
+    """OpenCV logs a decoder's failure itself ("[ERROR:0@0.08] global loadsave.cpp ..."), before
+    the one line that names the file; in this process, its log is off (what fails is raised)."""
+    import cv2
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None:
+        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+
+
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
     print(f"{PROG}: warning: {text}", file=sys.stderr)
@@ -494,6 +504,7 @@ def main(argv=None):
     from .engine.tiling import MemoryBudgetError
     from .io import StackReadError, StackWriteError
 
+    _silence_opencv_log()
     previous = None
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
         previous = signal.signal(signal.SIGTERM, _raise_terminated)

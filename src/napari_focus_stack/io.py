@@ -759,12 +759,23 @@ def _decode_with_opencv(path, gray, orientation, reduction=1):
         data = np.fromfile(path, dtype=np.uint8)
         if data[:8].tobytes() == _PNG_SIGNATURE:
             _check_png_chunks(path, data)
+        elif data[:2].tobytes() == b"BM":
+            _check_bmp_size(path, data)
         image = cv2.imdecode(data, flags)
     if image is None:
         raise StackReadError(f"{path}: cannot decode image data (truncated or corrupt file)")
     if swap:
         cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
     return _apply_orientation(image, orientation)
+
+
+def _check_bmp_size(path, data):
+    """Refuse a BMP shorter than its header says, before OpenCV logs its own error about it."""
+    declared = int.from_bytes(data[2:6].tobytes(), "little") if len(data) >= 6 else 0
+    if len(data) < 14 or declared > len(data):
+        raise StackReadError(
+            f"{path}: cannot decode image data (truncated BMP: {len(data):,} of {declared:,} bytes)"
+        )
 
 
 def _check_png_chunks(path, data):
