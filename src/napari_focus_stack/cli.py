@@ -205,7 +205,11 @@ def run_one(args):
         info = result.provenance()
         images = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}
         for role in roles:
-            outputs.write_image(role, images[role], metadata=info if role == "fused image" else {**info, "content": role})
+            metadata = info if role == "fused image" else {**info, "content": role}
+            try:
+                outputs.write_image(role, images[role], metadata=metadata)
+            except ValueError as exc:  # what the format cannot store
+                raise UsageError(f"cannot write the {role} {roles[role]}: {exc}") from None
         outputs.commit()
     args.written = list(roles.values())
     if not args.quiet:
