@@ -45,7 +45,7 @@ from numpy.lib.mixins import NDArrayOperatorsMixin
 #: Add a name only after checking that CuPy has it (tests/test_fake_cupy.py).
 CUPY_API = frozenset(
     "abs add arange ascontiguousarray clip copyto empty empty_like equal floor full greater "
-    "log maximum multiply ones repeat rint stack where zeros zeros_like "
+    "log maximum minimum multiply ones repeat rint stack where zeros zeros_like "
     "float32 float64 int16 int32 int64 uint8 uint16 bool_".split()
 )
 #: ``cupy.ndarray`` attributes and methods offered on device arrays.

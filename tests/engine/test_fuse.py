@@ -63,3 +63,26 @@ def test_a_constant_stack_fuses_to_its_value(method, dtype, value):
     result = focus_stack(np.full((5, 64, 64), value, dtype), method=method, device="cpu")
     assert result.fused.dtype == dtype
     np.testing.assert_array_equal(result.fused, np.full((64, 64), value, dtype))
+
+
+def test_weighted_fusion_reaches_no_farther_than_it_says():
+    """Tiles rely on :func:`weighted_reach`: a change beyond it leaves a fused pixel as it is."""
+    from napari_focus_stack.engine.fuse import WeightedFusion, weighted_reach
+
+    be = get_backend("cpu")
+    rng = np.random.default_rng(0)
+    frames = [rng.random((96, 96)).astype(np.float32) for _ in range(3)]
+    scores = [rng.random((96, 96)).astype(np.float32) for _ in range(3)]
+
+    def fused(frames, scores):
+        fusion = WeightedFusion(be)
+        for frame, score in zip(frames, scores):
+            fusion.update(frame, score, 0.0, None, 1.0)
+        return fusion.finish()
+
+    before = fused(frames, scores)
+    for changed in (frames, scores):
+        changed[1][48, 48] += 0.5
+        moved = np.argwhere(fused(frames, scores) != before)
+        changed[1][48, 48] -= 0.5
+        assert 0 < np.abs(moved - 48).max() <= weighted_reach()

@@ -104,101 +104,118 @@ class DepthMapFusion:
         return weighted_pair(w_lower, lower_pixels, w_upper, upper_pixels, be)
 
 
-#: Added to every weighted-fusion score: where no frame has any detail (a
-#: constant image, no noise), all weights are then equal and the frames are
-#: averaged, instead of 0/0. Far below any real focus energy.
-TINY_SCORE = 1e-30
+#: Added to every weighted-fusion score, as a share of the stack's reference
+#: energy: where no frame has any detail (a constant image, no noise), all
+#: weights are then equal and the frames are averaged, instead of 0/0. Far
+#: below any real focus energy.
+TINY_SCORE = 1e-6
+
+#: Scores above this many reference energies weigh as much as this: keeps
+#: the fourth power within float32 for any data range.
+MAX_SCORE_RATIO = 1e9
+
+#: Levels of the weighted fusion's Laplacian pyramid (see :class:`WeightedFusion`).
+WEIGHTED_LEVELS = 2
+
+
+def weighted_reach(levels=WEIGHTED_LEVELS):
+    """Pixels beyond which a change of a frame or a score cannot alter a weighted-fused pixel.
+
+    Each level's 5-tap reduction and expansion reach 2 px at that level's
+    scale: under ``4 * (2**levels - 1)`` in all (10 px measured for 2
+    levels, tests/engine/test_fuse.py), plus a margin of 2.
+    """
+    return 4 * (2**levels - 1) + 2
 
 
 class WeightedFusion:
-    """Focus-weighted mean: frame ``k`` weighs ``(s_k / s_max) ** 4`` at each pixel.
+    """Focus-weighted blend, scale by scale: frame ``k`` weighs ``s_k ** 4`` at each pixel.
 
     Where one frame is clearly sharpest, it dominates (a frame with half the
     best score weighs 1/16); where several frames are alike (flat or smooth
-    areas, a surface between two slices) they are averaged, which removes
-    noise instead of copying one noisy frame. Streamed like a running
-    soft-max: when a frame beats the running best score, what was
-    accumulated so far is rescaled, so no second pass is needed.
+    areas, noise only, a surface between two slices) they are averaged,
+    which lowers the noise instead of copying one noisy frame. ``s_k`` is the
+    focus score plus the frame's noise floor (:mod:`.noise`).
 
-    The weights come from the focus scores smoothed once more (sigma
-    ``smoothing``, so sqrt(2) times the selection's in total): weights that
-    vary slowly do not imprint the window pattern onto smooth areas. The
-    power 4 and this smoothing scored best on the simulated benchmark cases
-    (powers 2 to 8, extra smoothing x0, x1 and x1.7 tried). Where the
-    surface is steep and finely detailed, frames far from the focal plane
-    still get some weight and the result is softer than depth-map fusion
-    (benchmarks/RESULTS.md).
+    The blend is made on a Laplacian pyramid of :data:`WEIGHTED_LEVELS`
+    levels (Burt and Adelson 1983's multiresolution spline): the finest band
+    is blended with the weights themselves, each coarser band and the
+    low-pass residual with the weights reduced to its scale, and each level
+    is normalised by its own sum of weights. Fine detail therefore comes
+    from the frames that are sharp right there, while the broad brightness
+    of a region is averaged over a wider neighbourhood of weights, which
+    softens the hand-over between frames at object edges (the halo of a
+    defocused foreground over its background) and on steep surfaces. Two
+    levels scored best on the quality suite (1 to 6 tried; docs/ALGORITHMS.md).
+
+    Streamed one frame at a time, without a second pass: weights are not
+    normalised per pixel but by each level's running sum, so they are kept
+    relative to one fixed reference energy, ``reference`` (the stack's
+    first frame's variance, the same for every tile), to stay within float32.
+    Memory: the accumulated pyramid of every channel and of the weights,
+    about 1.3 frames each.
     """
 
-    def __init__(self, be, smoothing):
+    def __init__(self, be, levels=WEIGHTED_LEVELS):
         self.be = be
-        self.sigma = float(smoothing)
-        # channel planes: contiguous per-pixel arithmetic is several times
-        # faster than broadcasting a weight map over an interleaved RGB array
-        self.sums = self.weight = self.best = self._smoothed = None
+        self.levels = levels
+        self.sums = self.weights = self.scale = None  # per channel and level; per level
 
-    @staticmethod
-    def _power(ratio, be):
-        be.xp.multiply(ratio, ratio, out=ratio)
-        be.xp.multiply(ratio, ratio, out=ratio)
-        return ratio
+    def _laplacian(self, plane):
+        be = self.be
+        bands = []
+        for _ in range(self.levels):
+            smaller = be.pyramid_down(plane)
+            band = plane - be.pyramid_up(smaller, plane.shape)
+            bands.append(band)
+            plane = smaller
+        return bands + [plane]
 
-    def update(self, frame, score, floor=0.0, uncovered=None):
+    def _gaussian(self, weight):
+        levels = [weight]
+        for _ in range(self.levels):
+            levels.append(self.be.pyramid_down(levels[-1]))
+        return levels
+
+    def update(self, frame, score, floor=0.0, uncovered=None, reference=1.0):
         """Add ``frame`` with its focus ``score`` (left unchanged) plus ``floor``.
 
-        ``floor`` is the focus energy of the frame's noise (:mod:`.noise`):
-        where the detail of no frame stands above it, the weights are alike
-        and the frames are averaged, which lowers the noise. Pixels of
+        ``floor`` is the focus energy of the frame's noise. Pixels of
         ``uncovered`` (aligned frames: no real pixels) get no weight.
+        ``reference`` is taken from the first frame and kept.
         """
         be, xp = self.be, self.be.xp
-        if self.sums is None:
-            self.sums = [plane.astype(xp.float32) for plane in be.channel_planes(frame)]
-            self.best = be.gaussian(score, self.sigma)
-            self.best += xp.float32(floor + TINY_SCORE)
-            if uncovered is not None:
-                xp.copyto(self.best, xp.float32(0), where=uncovered)
-            self.weight = xp.ones(score.shape, dtype=xp.float32)
-            self._smoothed = xp.empty_like(self.best)  # reused for every later frame
-            return
-        score = be.gaussian(score, self.sigma, out=self._smoothed)
-        score += xp.float32(floor + TINY_SCORE)
+        if self.scale is None:
+            self.scale = 1.0 / float(reference) if reference > 0 else 1.0
+        weight = score * xp.float32(self.scale)
+        weight += xp.float32(floor * self.scale + TINY_SCORE)
+        xp.minimum(weight, xp.float32(MAX_SCORE_RATIO), out=weight)
+        xp.multiply(weight, weight, out=weight)
+        xp.multiply(weight, weight, out=weight)
         if uncovered is not None:  # no real pixels: no weight
-            xp.copyto(score, xp.float32(0), where=uncovered)
-        # in bands of rows: temporaries stay small and in cache, and bands run
-        # in parallel. The colour planes are split per band too: splitting a
-        # whole 12 MP frame costs 40 ms, mostly page faults of three new
-        # planes, against 0.08 s for the whole update (benchmarks/RESULTS.md).
-        step = max(16, min(128, score.shape[0] // 16))
+            xp.copyto(weight, xp.float32(0), where=uncovered)
+        weights = self._gaussian(weight)
+        planes = [plane.astype(xp.float32) for plane in be.channel_planes(frame)]
+        if self.sums is None:
+            self.sums = [[xp.zeros_like(w) for w in weights] for _ in planes]
+            self.weights = [xp.zeros_like(w) for w in weights]
+        for sums, plane in zip(self.sums, planes):
+            for total, level, w in zip(sums, self._laplacian(plane), weights):
+                xp.multiply(level, w, out=level)
+                total += level
+        for total, w in zip(self.weights, weights):
+            total += w
 
-        def add(rows):
-            self._add(rows, be.channel_planes(frame[rows]), score[rows])
-
-        be.for_each_band(add, score.shape[0], step, width=score.shape[1])
-
-    def _add(self, rows, planes, score):
+    def finish(self):
+        """The fused float32 image."""
         be, xp = self.be, self.be.xp
-        best = self.best[rows]
-        top = xp.maximum(best, score)
-        top += xp.float32(1e-38)  # 0/0 only where no frame covers a pixel yet
-        old = self._power(best / top, be)
-        new = self._power(score / top, be)
-        product = xp.empty_like(new)
-        for total, plane in zip(self.sums, planes):
-            total = total[rows]
-            total *= old
-            xp.multiply(plane, new, out=product)
-            total += product
-        weight = self.weight[rows]
-        weight *= old
-        weight += new
-        best[...] = top
-
-    def finish(self, rows=slice(None)):
-        """Fused float32 pixels of a band of ``rows``."""
-        xp = self.be.xp
-        weight = self.weight[rows]
-        planes = [total[rows] / weight for total in self.sums]
+        planes = []
+        for sums in self.sums:
+            image = None
+            for total, weight in zip(reversed(sums), reversed(self.weights)):
+                level = total / xp.maximum(weight, xp.float32(1e-30))
+                image = level if image is None else level + be.pyramid_up(image, level.shape)
+            planes.append(image)
         return planes[0] if len(planes) == 1 else xp.stack(planes, axis=-1)
 
 

@@ -48,28 +48,41 @@ def noise_sigma(frame, value_range):
     >>> round(noise_sigma(frame, 255) * 255)
     5
     """
+    return frame_statistics(frame, value_range)[0]
+
+
+def frame_statistics(frame, value_range):
+    """Noise std (:func:`noise_sigma`) and variance of a frame's luminance, both in units of ``value_range``.
+
+    Measured on the central :data:`SAMPLE_SIDE` square, non-finite pixels left out.
+    """
     height, width = frame.shape[:2]
     top, left = max(0, (height - SAMPLE_SIDE) // 2), max(0, (width - SAMPLE_SIDE) // 2)
     crop = frame[top : top + SAMPLE_SIDE, left : left + SAMPLE_SIDE]
     if min(crop.shape[:2]) < 3:
-        return 0.0
+        return 0.0, 0.0
     luma = np.asarray([LUMA_WEIGHTS], dtype=np.float32)
     # in bands of rows, keeping every fourth row of the residual: this runs on
     # the read-ahead thread beside the frame being measured, so its memory
     # stays a fraction of one grey frame
-    samples = []
+    samples, count, total, squares = [], 0, 0.0, 0.0
     for start in range(0, crop.shape[0] - 2, _BAND_ROWS):
         band = np.ascontiguousarray(crop[start : start + _BAND_ROWS + 2], dtype=np.float32)
         if band.ndim == 3:
             band = cv2.transform(band, luma).reshape(band.shape[:2])
+        inner = band[: _BAND_ROWS] if start + _BAND_ROWS + 2 < crop.shape[0] else band
+        finite = inner[np.isfinite(inner)].astype(np.float64)
+        count, total, squares = count + finite.size, total + finite.sum(), squares + (finite * finite).sum()
         residual = cv2.filter2D(band, -1, _IMMERKAER)[1:-1:4, 1:-1]
         samples.append(np.abs(residual[np.isfinite(residual)]))
     residual = np.concatenate(samples)
+    variance = max(0.0, squares / count - (total / count) ** 2) if count else 0.0
     if residual.size == 0:
-        return 0.0
+        return 0.0, variance / float(value_range) ** 2
     middle = residual.size // 2
     residual.partition(middle)  # in place: the median without another copy
-    return float(residual[middle]) / (0.6745 * 6) / float(value_range)
+    sigma = float(residual[middle]) / (0.6745 * 6) / float(value_range)
+    return sigma, variance / float(value_range) ** 2
 
 
 #: Rows per band of :func:`noise_sigma`.
@@ -107,7 +120,7 @@ class NoiseProbe:
     def __init__(self, frames):
         self.frames = frames
         self.dtype, self.shape = frames.dtype, tuple(frames.shape)
-        self._sigma = {}
+        self._sigma, self._variance = {}, {}
         self._lock = threading.Lock()
         dtype = np.dtype(frames.dtype)
         self._value_range = float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
@@ -118,9 +131,9 @@ class NoiseProbe:
     def __getitem__(self, k):
         frame = self.frames[k]
         if k not in self._sigma:
-            sigma = noise_sigma(frame, self._value_range)
+            sigma, variance = frame_statistics(frame, self._value_range)
             with self._lock:
-                self._sigma[k] = sigma
+                self._sigma[k], self._variance[k] = sigma, variance
         return frame
 
     def __getattr__(self, name):
@@ -131,6 +144,16 @@ class NoiseProbe:
         if k not in self._sigma:
             self[k]
         return self._sigma[k]
+
+    def reference(self, radius):
+        """A fixed energy of the stack's scale: the first frame's luminance variance, times the noise gain.
+
+        Weighted fusion keeps its weights relative to it (see
+        :class:`~.fuse.WeightedFusion`); any fixed number of the data's
+        scale would do, and this one is the same for every tile and device.
+        """
+        self.sigma(0)
+        return noise_energy_gain(radius, 1) * self._variance[0]
 
     def floor(self, k, radius, scale_factor):
         """Focus energy to add to frame ``k``'s scores: :data:`NOISE_FLOOR` times its noise's."""

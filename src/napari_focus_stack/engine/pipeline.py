@@ -107,7 +107,8 @@ def band_rows(height):
 def finish_in_bands(selector, fuse_rows, dtype, be):
     """Depth, confidence and fused image, computed band by band.
 
-    ``fuse_rows(rows, depth)`` gives the fused float32 pixels of a band.
+    ``fuse_rows(rows, depth)`` gives the fused float32 pixels of a band;
+    without it, the fused image is None.
     """
     xp = be.xp
     shape = selector.best.shape
@@ -118,6 +119,8 @@ def finish_in_bands(selector, fuse_rows, dtype, be):
     for start in range(0, shape[0], step):
         rows = slice(start, start + step)
         depth[rows], confidence[rows] = selector.finish(rows)
+        if fuse_rows is None:
+            continue
         pixels = fuse_rows(rows, depth[rows])
         if fused is None:
             fused = xp.empty(shape + pixels.shape[2:], dtype=dtype)
@@ -129,7 +132,7 @@ def _make_fusion(params, be, levels):
     if params.method == "depthmap":
         return DepthMapFusion(be)
     if params.method == "weighted":
-        return WeightedFusion(be, params.smoothing)
+        return WeightedFusion(be)
     return PyramidFusion(be, levels)
 
 
@@ -170,8 +173,11 @@ def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
         if params.method == "depthmap":
             fusion.update(frame, took_best, took_above)
         elif params.method == "weighted":
-            floor = 0.0 if noise is None else noise.floor(k, params.radius, params.scale_factor)
-            fusion.update(frame, score, floor, uncovered)
+            if noise is None:
+                fusion.update(frame, score, uncovered=uncovered)
+            else:
+                floor = noise.floor(k, params.radius, params.scale_factor)
+                fusion.update(frame, score, floor, uncovered, reference=noise.reference(params.radius))
         else:
             fusion.update(frame)
         del frame, gray, score, selection, took_best, took_above
@@ -191,10 +197,8 @@ def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
             return fusion.finish(depth, selector.index[rows], selector.count, rows)
 
         depth, confidence, fused = finish_in_bands(selector, fuse_rows, frames.dtype, be)
-    elif params.method == "weighted":
-        depth, confidence, fused = finish_in_bands(selector, lambda rows, _: fusion.finish(rows), frames.dtype, be)
-    else:
-        depth, confidence = selector.finish()
+    else:  # the pyramids are collapsed whole
+        depth, confidence, _ = finish_in_bands(selector, None, frames.dtype, be)
         fused = to_dtype(fusion.finish(), frames.dtype, be)
     outputs = be.to_host(fused), be.to_host(depth), be.to_host(confidence)
     timings["finish"] = timings.get("finish", 0.0) + time.perf_counter() - clock

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .align import HOST_WARP_BAND_PIXELS
 from .backend import gaussian_kernel
 from .focus import PRESMOOTH_SIGMA, depth_sigma
-from .fuse import pyramid_levels, pyramid_reach
+from .fuse import WEIGHTED_LEVELS, pyramid_levels, pyramid_reach, weighted_reach
 
 
 class MemoryBudgetError(ValueError):
@@ -50,8 +50,8 @@ def reach(params, out_shape):
     selection = focus + len(gaussian_kernel(depth_sigma(params.smoothing))) // 2
     if params.method == "pyramid":
         return max(selection, pyramid_reach(pyramid_levels(out_shape)))
-    if params.method == "weighted":  # its weights are the scores smoothed once more
-        return max(selection, focus + len(gaussian_kernel(float(params.smoothing))) // 2)
+    if params.method == "weighted":  # the scores, blended on a small pyramid
+        return max(selection, focus + weighted_reach())
     return selection
 
 
@@ -69,11 +69,14 @@ def working_bytes_per_pixel(channels, itemsize, params, device_warp=False):
     raw part of the frame, its warped float copy and the rounded result.
     """
     frame = channels * itemsize
-    select = 4 * 4 + 2 + 3 * 4 + 4 + 2  # best/below/above/total, index, focus buffers, grey, masks
+    # best/below/above/total, index, focus and depth-selection buffers, grey, masks
+    select = 4 * 4 + 2 + 3 * 4 + 2 * 4 + 4 + 2
     if params.method == "depthmap":
         fuse = 5 * frame  # best, below, above, previous and current frame
     elif params.method == "weighted":
-        fuse = (channels + 1) * 4 + 3 * 4 + 2 * channels * 4 + frame  # sums, weights, ratios, float frames
+        # accumulated pyramids of each channel and of the weights, this frame's
+        # weight pyramid, a float plane and its bands, the float frame
+        fuse = 1.34 * (channels + 2) * 4 + 4 * 4 + channels * 4 + frame
     else:
         fuse = 2 * 1.34 * (channels + 1) * 4 + channels * 4  # kept + current pyramids, float frame
     if params.scale_factor > 1:
@@ -173,7 +176,7 @@ def plan_tiles(
     tile_budget = budget_bytes - whole_frames
 
     # Tile origins on a grid fine enough for the pyramid's sub-sampling.
-    align = 2 ** pyramid_levels((height * s, width * s)) if params.method == "pyramid" else 1
+    align = {"pyramid": 2 ** pyramid_levels((height * s, width * s)), "weighted": 2**WEIGHTED_LEVELS}.get(params.method, 1)
     halo = math.ceil((math.ceil(reach(params, (height * s, width * s)) / s) + 1) / align) * align
     # input pixels per tile side, halo included
     if band_pixels:  # tiles finished in one band, or in bands of ``band_pixels`` if larger
