@@ -582,3 +582,14 @@ def test_14_sigterm_in_a_batch_keeps_finished_stacks_and_nothing_of_the_one_in_p
         "rerun with --resume to do the rest\n"
     )
     assert sorted(os.listdir(out)) == ["a.json", "a.tif", "a_depth.tif"]
+
+
+def test_an_output_folder_with_a_fused_image_of_ours_but_no_manifest_is_reused(tmp_path, capsys):
+    """A batch killed between renaming a fused image and its manifest: the rerun goes on."""
+    root = tmp_path / "scans"
+    write_folder(root / "a", focal_frames())
+    assert run_cli(capsys, "batch", root, "-o", tmp_path / "out", "-q")[0] == 0
+    (tmp_path / "out" / "a.json").unlink()
+    code, _, err = run_cli(capsys, "batch", root, "-o", tmp_path / "out", "-q", "--resume")
+    assert code == 0 and err == ""
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.json", "a.tif"]

@@ -556,18 +556,19 @@ def _has_size(path, size):
         return False
 
 
-def holds_batch_outputs(folder):
+def holds_batch_outputs(folder, *, fused_images=False):
     """True for a folder of our results (see :func:`batch_outputs_reason`)."""
-    return batch_outputs_reason(folder) is not None
+    return batch_outputs_reason(folder, fused_images=fused_images) is not None
 
 
-def batch_outputs_reason(folder):
+def batch_outputs_reason(folder, *, fused_images=False):
     """Why ``folder`` is taken for a folder of our results, not a stack; None when it is not.
 
     It is when it holds a batch manifest of ours, or a depth or confidence
     map we wrote (an interrupted batch may leave maps without a manifest;
-    maps are never frames). Images we wrote that are not maps (fused
-    images, used as the frames of a new stack) do not count.
+    maps are never frames). Fused images we wrote count only with
+    ``fused_images`` (an output folder: where else would they come from);
+    otherwise they are frames like any other, for a new stack.
     """
     folder = Path(folder)
     for path in sorted(folder.glob("*.json")):
@@ -575,19 +576,19 @@ def batch_outputs_reason(folder):
             return f"holds the results of an earlier batch ({path.name} is a napari-focus-stack manifest)"
     for path in sorted(folder.iterdir()):
         if path.suffix.lower() in TIFF_EXTENSIONS and not path.name.startswith("."):
-            content = _our_map(path)
+            content = _ours(path, fused_images)
             if content is not None:
                 return f"holds results of an earlier run ({path.name} is a {content} napari-focus-stack wrote)"
     return None
 
 
-def _our_map(path):
-    """``"depth map"`` or ``"confidence map"`` for such a map we wrote, else None."""
+def _ours(path, fused_images):
+    """What ``path`` is (``"depth map"``...) when we wrote it and it counts as a result, else None."""
     try:
         metadata = read_metadata(path)
     except Exception:  # noqa: BLE001 - not a TIFF we can read (no pages, corrupt): not ours
         return None
-    content = metadata.get("content")
-    if metadata.get("software") == "napari-focus-stack" and content in ("depth map", "confidence map"):
-        return content
-    return None
+    if metadata.get("software") != "napari-focus-stack":
+        return None
+    content = metadata.get("content", "fused image")
+    return content if content in ("depth map", "confidence map") or fused_images else None

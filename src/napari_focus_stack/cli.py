@@ -314,7 +314,7 @@ def group_stacks(args):
     if not root.is_dir():
         raise UsageError(f"{root}: not a folder")
     output = Path(args.output)
-    if output.is_dir() and list_images(output) and not holds_batch_outputs(output):
+    if output.is_dir() and list_images(output) and not holds_batch_outputs(output, fused_images=True):
         raise UsageError(f"output folder {output} holds input frames; choose another one")
     if args.stack_size is None and args.group is None and not args.auto:
         skipped = []
