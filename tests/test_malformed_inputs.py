@@ -30,7 +30,7 @@ from napari_focus_stack.io import StackReadError, read_stack, save_image
 FORMATS = ("png", "jpg", "tif", "bmp", "webp")
 SHAPE = (40, 48)
 BOUNDED = settings(
-    max_examples=60, deadline=None, derandomize=True,
+    max_examples=60, deadline=None, derandomize=True, database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )  # fmt: skip
 
