@@ -68,3 +68,23 @@ def test_one_frame_is_refused():
     selector.update(np.ones((2, 2), np.float32))
     with pytest.raises(ValueError, match="at least 2 frames"):
         selector.finish()
+
+
+def test_regularise_keeps_confident_depth_and_fills_guesses():
+    from napari_focus_stack.engine.depth import regularise_depth
+
+    depth = np.full((64, 64), 3.0, np.float32)
+    confidence = np.full((64, 64), 0.9, np.float32)
+    depth[30, 30], confidence[30, 30] = 9.0, 0.05  # an isolated guess in a textureless spot
+    depth[:, 48:], confidence[:, 48:] = 6.0, 1.0  # a confident step
+    out = regularise_depth(depth, confidence, BE, 8.0)
+    assert abs(out[30, 30] - 3.0) < 0.5  # the guess takes its confident surroundings' depth
+    np.testing.assert_allclose(out[:, 48:], 6.0, atol=1e-5)  # full confidence: unchanged
+    assert abs(out[10, 10] - 3.0) < 1e-4
+
+
+def test_noise_floor_lowers_the_confidence_of_noise_peaks():
+    best, mean = np.full((4, 4), 1.3e-4, np.float32), np.full((4, 4), 1e-4, np.float32)
+    plain = peak_confidence(best, mean, BE)[0, 0]
+    with_floor = peak_confidence(best, mean, BE, floor=3e-4)[0, 0]
+    assert plain == pytest.approx(0.3 / 1.3, rel=1e-3) and with_floor < plain / 3

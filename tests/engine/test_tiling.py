@@ -65,7 +65,7 @@ def test_tiled_equals_untiled(request, stack, kwargs):
 
 def test_plan_covers_the_image_once(sim):
     params = StackParams(radius=4, smoothing=2)
-    tiles = plan_tiles((300, 340), params, 5_000_000, 3, 1)
+    tiles = plan_tiles((300, 340), params, 6_000_000, 3, 1)
     assert len(tiles) > 4
     covered = np.zeros((300, 340), int)
     for tile in tiles:

@@ -35,7 +35,7 @@ from .align import (
     registration_image,
     shrink,
 )
-from .depth import SliceSelector
+from .depth import SliceSelector, regularise_depth, regularise_sigma
 from .focus import FocusMeasure, depth_sigma
 from .noise import NoiseProbe
 from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
@@ -104,7 +104,7 @@ def band_rows(height):
     return max(16, min(256, height // 16))
 
 
-def finish_in_bands(selector, fuse_rows, dtype, be):
+def finish_in_bands(selector, fuse_rows, dtype, be, floor=0.0):
     """Depth, confidence and fused image, computed band by band.
 
     ``fuse_rows(rows, depth)`` gives the fused float32 pixels of a band;
@@ -118,7 +118,7 @@ def finish_in_bands(selector, fuse_rows, dtype, be):
     step = be.rows_per_band(shape[1], band_rows(shape[0]))
     for start in range(0, shape[0], step):
         rows = slice(start, start + step)
-        depth[rows], confidence[rows] = selector.finish(rows)
+        depth[rows], confidence[rows] = selector.finish(rows, floor)
         if fuse_rows is None:
             continue
         pixels = fuse_rows(rows, depth[rows])
@@ -190,16 +190,20 @@ def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
     gray_buffer = select_buffers = None
     measure.release()
     selector.previous = None
+    # confidence counts the stack's noise energy as no detail (engine/noise.py)
+    floor = 0.0 if noise is None else max(noise.floor(k, params.radius, params.scale_factor) for k in range(len(frames)))
     if params.method == "depthmap":
         fusion.previous = None
 
         def fuse_rows(rows, depth):
             return fusion.finish(depth, selector.index[rows], selector.count, rows)
 
-        depth, confidence, fused = finish_in_bands(selector, fuse_rows, frames.dtype, be)
+        depth, confidence, fused = finish_in_bands(selector, fuse_rows, frames.dtype, be, floor)
     else:  # the pyramids are collapsed whole
-        depth, confidence, _ = finish_in_bands(selector, None, frames.dtype, be)
+        depth, confidence, _ = finish_in_bands(selector, None, frames.dtype, be, floor)
         fused = to_dtype(fusion.finish(), frames.dtype, be)
+    if params.method != "depthmap":  # depth-map fusion follows its depth: retouching re-fuses along it exactly
+        depth = regularise_depth(depth, confidence, be, regularise_sigma(params.smoothing))
     outputs = be.to_host(fused), be.to_host(depth), be.to_host(confidence)
     timings["finish"] = timings.get("finish", 0.0) + time.perf_counter() - clock
     return outputs

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from .align import HOST_WARP_BAND_PIXELS
 from .backend import gaussian_kernel
+from .depth import regularise_sigma
 from .focus import PRESMOOTH_SIGMA, depth_sigma
 from .fuse import WEIGHTED_LEVELS, pyramid_levels, pyramid_reach, weighted_reach
 
@@ -46,8 +47,11 @@ def reach(params, out_shape):
         + params.radius  # window
         + len(gaussian_kernel(float(params.smoothing))) // 2  # smoothing
     )
-    # depth is selected on the scores smoothed once more (focus.depth_sigma)
+    # depth is selected on the scores smoothed once more (focus.depth_sigma),
+    # then regularised by confidence over a neighbourhood (depth.regularise_depth)
     selection = focus + len(gaussian_kernel(depth_sigma(params.smoothing))) // 2
+    if params.method != "depthmap":
+        selection += len(gaussian_kernel(regularise_sigma(params.smoothing))) // 2
     if params.method == "pyramid":
         return max(selection, pyramid_reach(pyramid_levels(out_shape)))
     if params.method == "weighted":  # the scores, blended on a small pyramid
