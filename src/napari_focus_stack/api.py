@@ -56,6 +56,7 @@ def focus_stack(
     progress=None,
     cancel=None,
     max_memory=None,
+    mark_unfocused=False,
 ):
     """Fuse a focal stack into one all-in-focus image, with depth and confidence maps.
 
@@ -98,6 +99,10 @@ def focus_stack(
         Working-memory budget in bytes, or a size such as ``"2GB"`` (default:
         half the free RAM, or 80 % of the free GPU memory). Larger images are
         processed in overlapping tiles, with the same result.
+    mark_unfocused : bool
+        Return NaN as the depth of pixels with no usable focus signal in or
+        around them (flat, textureless or dark areas), instead of a guess
+        (:meth:`StackResult.mark_unfocused`). The fused image is the same.
 
     Returns
     -------
@@ -135,6 +140,8 @@ def focus_stack(
         max_memory=max_memory,
     )
     result = drain(steps, progress)
+    if mark_unfocused:
+        result.mark_unfocused()
     message = non_finite_warning(result.metadata)
     if message is not None:
         warnings.warn(message, MissingDataWarning, stacklevel=2)

@@ -38,6 +38,11 @@ def build_parser():
     p.add_argument("--depth", metavar="DEPTH.tif", help="also write the depth map (float32 TIFF, slices)")
     p.add_argument("--confidence", metavar="CONF.tif", help="also write the confidence map (float32 TIFF, 0-1)")
     p.add_argument(
+        "--mark-unfocused",
+        action="store_true",
+        help="write NaN as the depth of pixels with no usable focus signal (flat, textureless or dark areas)",
+    )
+    p.add_argument(
         "--reference", type=int, metavar="K", help="align to frame K (0 = first) instead of the middle frame"
     )
     add_engine_options(p)
@@ -196,6 +201,8 @@ def run_one(args):
         finally:
             if bars is not None:
                 bars.close()
+        if args.mark_unfocused:
+            result.mark_unfocused()
         for message in (result.metadata.get("alignment") or {}).get("messages", []):
             if not args.quiet or result.metadata["alignment"]["failed"]:
                 print(f"{PROG}: alignment: {message}", file=sys.stderr)

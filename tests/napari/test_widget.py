@@ -277,3 +277,19 @@ def test_gpu_run_from_the_widget_thread(make_napari_viewer, qtbot, fake_gpu):
     expected = focus_stack(sim.frames, device="cpu").fused
     difference = np.abs(np.asarray(fused.data).astype(int) - expected)
     assert difference.max() <= 1 and (difference > 0).mean() < 0.005
+
+
+def test_mark_unfocused_shows_nan_depth_and_keeps_retouching(make_napari_viewer):
+    viewer = make_napari_viewer()
+    sim = simulate_stack((96, 160), 8, texture="noise", depth="slope", noise=0.0, seed=4)
+    frames = sim.frames.copy()
+    frames[:, :, 96:] = 128  # a flat card: no focus signal
+    viewer.add_image(frames, name="s")
+    widget = docked_widget(viewer)
+    widget.mark_unfocused.value = True
+    widget.run()
+    depth = viewer.layers["s depth"]
+    assert np.isnan(depth.data[:, 130:]).all() and np.isfinite(depth.data[:, :80]).all()
+    run = depth.metadata[RUN_KEY]
+    assert np.isfinite(run.depth).all()  # retouching works on the full depth map
+    assert depth.metadata["focus_stack"]["mark_unfocused"] is True

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ..engine.depth import unfocused_mask
 from .stacking import KEEP_DEPTH
 
 #: Key of the layer metadata holding the :class:`StackRun` a layer came from.
@@ -95,10 +96,11 @@ def depth_unit(run) -> str:
 
 
 def depth_values(run) -> np.ndarray:
-    """The depth map in :func:`depth_unit` units, 0 = first frame."""
-    if run.z_step_um is None:
-        return run.depth
-    return run.depth * np.float32(run.z_step_um)
+    """The depth map in :func:`depth_unit` units, 0 = first frame; NaN where unfocused, if the run marks them."""
+    depth = run.depth if run.z_step_um is None else run.depth * np.float32(run.z_step_um)
+    if getattr(run, "mark_unfocused", False):
+        depth = np.where(unfocused_mask(run.confidence), np.float32(np.nan), depth).astype(np.float32)
+    return depth
 
 
 def _metadata(run, role, **extra) -> dict:

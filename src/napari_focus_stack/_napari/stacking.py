@@ -133,6 +133,9 @@ class StackRun:
         Per stack (in :meth:`StackLayout.planes` order), the ``(transforms,
         alignment)`` it was fused with: :attr:`StackResult.transforms` and
         ``metadata["alignment"]`` (None, None without alignment).
+    mark_unfocused : bool
+        Show the depth of pixels with no usable focus signal as NaN
+        (transparent); ``depth`` itself keeps them, for retouching.
     """
 
     source_name: str
@@ -146,6 +149,7 @@ class StackRun:
     z_step_um: Optional[float] = None
     input_view: dict = field(default_factory=dict)
     alignments: list = field(default_factory=list)
+    mark_unfocused: bool = False
 
     def alignment_problems(self) -> list:
         """One line per frame that could not be aligned, for the user."""
@@ -173,11 +177,12 @@ class StackRun:
             "z_axis": self.layout.z_axis,
             "n_frames": self.layout.n_frames,
             "z_step_um": self.z_step_um,
+            "mark_unfocused": self.mark_unfocused,
         }
 
 
 def iter_stack_layer(
-    data, layout, params, *, source_name="", z_step_um=None, input_view=None, cancel=None
+    data, layout, params, *, source_name="", z_step_um=None, input_view=None, cancel=None, mark_unfocused=False
 ):
     """Focus-stack every stack in a layer's data.
 
@@ -208,6 +213,7 @@ def iter_stack_layer(
         z_step_um=z_step_um,
         input_view=dict(input_view or {}),
         alignments=[(r.transforms, r.metadata.get("alignment")) for r in results],
+        mark_unfocused=mark_unfocused,
     )
 
 

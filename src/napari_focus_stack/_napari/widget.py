@@ -33,6 +33,8 @@ TOOLTIPS = {
     "and scale (focus breathing); a full affine map; shift only; or 'none' to take them "
     "as they are. Motion under 1.5 px is left alone.",
     "show_aligned": "Also add the aligned frames as a layer, to check the alignment.",
+    "mark_unfocused": "Show the depth as transparent (NaN) where no frame has a usable focus "
+    "signal in or around a pixel (flat, textureless or dark areas), instead of a guess.",
     "z_step": "Distance between frames in µm; the depth map is in µm when set, in "
     "frames (slices) when 0.",
     "z_axis": "The axis along which focus changes; other axes (time, channel) are "
@@ -147,6 +149,7 @@ class FocusStackWidget(Container):
         )
         self.device = ComboBox(label="Device", choices=DEVICES, value=DEFAULTS["device"])
         self.show_aligned = CheckBox(text="Show aligned frames", value=False, tooltip=TOOLTIPS["show_aligned"])
+        self.mark_unfocused = CheckBox(text="Mark unfocused depth", value=False, tooltip=TOOLTIPS["mark_unfocused"])
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.surface_button = PushButton(text="3D surface", tooltip=TOOLTIPS["surface"])
@@ -157,7 +160,7 @@ class FocusStackWidget(Container):
         self.extend(
             [
                 self.stack, self.z_axis, self.z_step, self.radius, self.smoothing,
-                self.scale_factor, self.method, self.align, self.show_aligned, self.device,
+                self.scale_factor, self.method, self.align, self.show_aligned, self.mark_unfocused, self.device,
                 _row(self.run_button, self.cancel_button),
                 _row(self.surface_button, self.edit_button, self.refuse_button),
                 self.status,
@@ -250,6 +253,7 @@ class FocusStackWidget(Container):
             source_name=layer.name,
             z_step_um=self.z_step.value or None,
             input_view=_input_view(layer),
+            mark_unfocused=self.mark_unfocused.value,
             total=expected_steps(layout, params, data.shape[-3 if layer.rgb else -2 :]),
             description=f"Focus stacking {layer.name}",
         )

@@ -5,6 +5,8 @@ scores of the slices just below and above it, the previous frame's scores and
 a running sum. Memory therefore does not grow with the number of frames.
 """
 
+import numpy as np
+
 #: Score marking "no neighbour seen (yet)"; real focus scores are >= 0.
 MISSING = -1.0
 
@@ -146,3 +148,37 @@ def regularise_depth(depth, confidence, be, sigma):
     mean /= xp.maximum(spread, xp.float32(1e-12))
     filled = xp.where(spread > xp.float32(1e-6), mean, depth)
     return (confidence * depth + (1 - confidence) * filled).astype(xp.float32)
+
+
+#: Least confidence-squared, averaged over the regularisation's neighbourhood,
+#: for a pixel to count as having a usable focus signal (about a confidence
+#: of 0.1 around it). Textured scenes keep every pixel; on the sparse
+#: light-sheet stack (mito_lightsheet_16bit) the dark background goes.
+UNFOCUSED_SUPPORT = 0.01
+
+
+def unfocused_mask(confidence, sigma=REGULARISE_SIGMA, least=UNFOCUSED_SUPPORT):
+    """Pixels with no usable focus signal in or around them: their depth is a guess.
+
+    ``confidence`` is a host array whose last two axes are the image
+    (``(Y, X)``, or any leading axes of time or channels). Where the
+    confidence-squared averaged by a Gaussian of ``sigma`` stays below
+    ``least``, neither the pixel nor its neighbourhood says where focus is,
+    and :func:`regularise_depth` had nothing to fill it from.
+
+    Examples
+    --------
+    >>> confidence = np.zeros((40, 40), np.float32); confidence[:, :20] = 0.8
+    >>> mask = unfocused_mask(confidence)
+    >>> bool(mask[:, :20].any()), bool(mask[:, 39].all())
+    (False, True)
+    """
+    import cv2
+
+    confidence = np.asarray(confidence, dtype=np.float32)
+    planes = confidence.reshape((-1,) + confidence.shape[-2:])
+    mask = np.empty(planes.shape, dtype=bool)
+    for plane, out in zip(planes, mask):
+        support = cv2.GaussianBlur(plane * plane, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
+        np.less(support, least, out=out)
+    return mask.reshape(confidence.shape)

@@ -190,6 +190,21 @@ class StackResult:
     partial_coverage: Optional[np.ndarray] = None
     timings: dict = field(default_factory=dict)
 
+    def mark_unfocused(self) -> "StackResult":
+        """Set the depth of pixels with no usable focus signal to NaN (:func:`~.depth.unfocused_mask`).
+
+        Their depth was a guess (a flat, textureless or dark area); marked, a
+        viewer can show them transparent and an analysis can leave them out.
+        ``metadata["unfocused"]`` says what share of pixels was marked.
+        Returns this result.
+        """
+        from .depth import unfocused_mask
+
+        mask = unfocused_mask(self.confidence)
+        self.depth = np.where(mask, np.float32(np.nan), self.depth).astype(np.float32)
+        self.metadata["unfocused"] = float(mask.mean())
+        return self
+
     @property
     def depth_um(self) -> Optional[np.ndarray]:
         """Depth in µm when the z step is known, else None."""
