@@ -77,8 +77,8 @@ def test_weighted_fusion_reaches_no_farther_than_it_says():
     def fused(frames, scores):
         fusion = WeightedFusion(be)
         for frame, score in zip(frames, scores):
-            fusion.update(frame, score, 0.0, None, 1.0)
-        return fusion.finish()
+            fusion.update(frame, score.copy(), 0.0, None, 1.0)  # update turns the scores into weights in place
+        return fusion.finish(np.float32)
 
     before = fused(frames, scores)
     for changed in (frames, scores):

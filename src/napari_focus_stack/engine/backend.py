@@ -205,18 +205,40 @@ class NdimageBackend:
         zoom = (factor, factor) + (1,) * (image.ndim - 2)
         return self.ndi.zoom(image, zoom, order=1, mode="nearest", grid_mode=True)
 
-    def pyramid_down(self, image):
-        """Blur with the binomial kernel and keep every other row and column."""
-        blurred = self.correlate_separable(image, PYRAMID_KERNEL, mode="mirror")
-        return self.xp.ascontiguousarray(blurred[::2, ::2])
+    def pyramid_down(self, image, out=None, scratch=None):
+        """Blur with the binomial kernel and keep every other row and column.
 
-    def pyramid_up(self, image, shape):
-        """Inverse of :meth:`pyramid_down`'s sampling: zero-fill and interpolate."""
+        ``out`` (the halved size) and ``scratch`` (``image``'s size), float32,
+        are reused when given: fresh frame-sized arrays cost their page faults.
+        """
+        blurred = self.correlate_separable(image, PYRAMID_KERNEL, mode="mirror", out=scratch)
+        if out is None:
+            return self.xp.ascontiguousarray(blurred[::2, ::2])
+        out[...] = blurred[::2, ::2]
+        return out
+
+    def pyramid_reduce(self, image, out=None, scratch=None):
+        """:meth:`pyramid_down` where ulp-level differences do not matter (soft blends, not arg-max choices).
+
+        The same kernel and borders; the CPU backend hands it to OpenCV's
+        ``pyrDown``, 4x faster, within 2e-7 of :meth:`pyramid_down`.
+        """
+        return self.pyramid_down(image, out=out, scratch=scratch)
+
+    def pyramid_up(self, image, shape, out=None, scratch=None):
+        """Inverse of :meth:`pyramid_down`'s sampling: zero-fill and interpolate.
+
+        ``out`` and ``scratch``, float32 arrays of ``shape``, are reused when given.
+        """
         xp = self.xp
-        up = xp.zeros(tuple(shape[:2]) + image.shape[2:], dtype=xp.float32)
+        if scratch is None:
+            up = xp.zeros(tuple(shape[:2]) + image.shape[2:], dtype=xp.float32)
+        else:
+            up = scratch
+            up.fill(0)
         up[::2, ::2] = image
         kernel = np.asarray(PYRAMID_KERNEL, dtype=np.float32) * 2
-        return self.correlate_separable(up, kernel, mode="mirror")
+        return self.correlate_separable(up, kernel, mode="mirror", out=out)
 
     # --- resampling ----------------------------------------------------
     #: Whether aligned frames are warped by :meth:`warp_cubic` here (on the
@@ -344,6 +366,12 @@ def _keys_weights(t, xp):
 
 class OpenCVBackend(NdimageBackend):
     """CPU backend: same kernels and borders, evaluated by OpenCV."""
+
+    def pyramid_reduce(self, image, out=None, scratch=None):
+        height, width = image.shape[:2]
+        size = ((width + 1) // 2, (height + 1) // 2)
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        return self._cv2.pyrDown(image, dst=out, dstsize=size, borderType=self._cv2.BORDER_REFLECT_101)
 
     #: Aligned frames are warped by OpenCV on the read-ahead thread.
     warps_on_device = False

@@ -144,10 +144,19 @@ def regularise_depth(depth, confidence, be, sigma):
     xp = be.xp
     weight = confidence * confidence
     spread = be.gaussian(weight, sigma)
-    mean = be.gaussian(weight * depth, sigma)
-    mean /= xp.maximum(spread, xp.float32(1e-12))
-    filled = xp.where(spread > xp.float32(1e-6), mean, depth)
-    return (confidence * depth + (1 - confidence) * filled).astype(xp.float32)
+    weight *= depth
+    mean = be.gaussian(weight, sigma)
+    del weight
+    empty = spread <= xp.float32(1e-6)  # no confidence anywhere near: keep the pixel's own depth
+    xp.maximum(spread, xp.float32(1e-12), out=spread)
+    mean /= spread
+    del spread
+    xp.copyto(mean, depth, where=empty)
+    # confidence * depth + (1 - confidence) * mean, with one temporary
+    out = depth - mean
+    out *= confidence
+    out += mean
+    return out.astype(xp.float32, copy=False)
 
 
 #: Least confidence-squared, averaged over the regularisation's neighbourhood,

@@ -66,25 +66,27 @@ class FocusMeasure:
     """:func:`focus_measure` for a run of frames, reusing its buffers.
 
     Allocating fresh image-sized arrays for every frame costs page faults
-    comparable to the filters themselves on the CPU. Two output buffers
-    alternate, because the caller still reads the previous frame's scores
-    while the next frame is measured.
+    comparable to the filters themselves on the CPU. The scores are written
+    to the same buffer for every frame: callers keep what they need of them
+    (the selector its own smoothed copy) before the next call.
     """
 
     def __init__(self, radius, smoothing, be):
         self.radius, self.smoothing, self.be = radius, smoothing, be
         self._buffers = None
-        self._count = 0
 
     def __call__(self, gray):
-        """Focus scores of ``gray``; valid until the call after next."""
+        """Focus scores of ``gray``; valid until the next call."""
         if self._buffers is None or self._buffers[0].shape != gray.shape:
             xp = self.be.xp
-            self._buffers = [xp.empty_like(gray, dtype=xp.float32) for _ in range(3)]
-        work, *outs = self._buffers
-        out = outs[self._count % 2]
-        self._count += 1
+            self._buffers = [xp.empty_like(gray, dtype=xp.float32) for _ in range(2)]
+        work, out = self._buffers
         return focus_measure(gray, self.radius, self.smoothing, self.be, work=work, out=out)
+
+    @property
+    def scratch(self):
+        """The work buffer, free between calls (None before the first)."""
+        return None if self._buffers is None else self._buffers[0]
 
     def release(self):
         """Free the buffers (before the result is assembled, to lower peak memory)."""

@@ -160,62 +160,94 @@ class WeightedFusion:
         self.be = be
         self.levels = levels
         self.sums = self.weights = self.scale = None  # per channel and level; per level
+        self._scratch = None
 
-    def _laplacian(self, plane):
-        be = self.be
-        bands = []
-        for _ in range(self.levels):
-            smaller = be.pyramid_down(plane)
-            band = plane - be.pyramid_up(smaller, plane.shape)
-            bands.append(band)
-            plane = smaller
-        return bands + [plane]
+    def _buffers(self, shape):
+        """Per level: the band, a scratch (blur, then zero-filled expansion), the expansion and the weights.
 
-    def _gaussian(self, weight):
-        levels = [weight]
-        for _ in range(self.levels):
-            levels.append(self.be.pyramid_down(levels[-1]))
-        return levels
+        Made once and reused for every frame: fresh frame-sized arrays cost
+        their page faults.
+        """
+        if self._scratch is None:
+            xp, shapes = self.be.xp, [tuple(shape)]
+            for _ in range(self.levels):
+                shapes.append(((shapes[-1][0] + 1) // 2, (shapes[-1][1] + 1) // 2))
+            # the finest level's weights are the scores themselves; its scratch
+            # and expansion may be lent by the caller (borrowed)
+            self._scratch = [
+                {name: xp.empty(size, dtype=xp.float32) for name in (("band", "weight") if i else ("band",))}
+                for i, size in enumerate(shapes)
+            ]
+        return self._scratch
 
-    def update(self, frame, score, floor=0.0, uncovered=None, reference=1.0):
-        """Add ``frame`` with its focus ``score`` (left unchanged) plus ``floor``.
+    def update(self, frame, score, floor=0.0, uncovered=None, reference=1.0, borrowed=None):
+        """Add ``frame`` with its focus ``score`` plus ``floor``; ``score`` is overwritten (by the weights).
 
         ``floor`` is the focus energy of the frame's noise. Pixels of
         ``uncovered`` (aligned frames: no real pixels) get no weight.
-        ``reference`` is taken from the first frame and kept.
+        ``reference`` is taken from the first frame and kept. ``borrowed``:
+        two float32 arrays of the frame's size that the caller does not need
+        during this call (its grey image and focus scratch), used as the
+        finest level's scratch; fresh ones are kept otherwise.
         """
         be, xp = self.be, self.be.xp
         if self.scale is None:
             self.scale = 1.0 / float(reference) if reference > 0 else 1.0
-        weight = score * xp.float32(self.scale)
+        weight = score
+        weight *= xp.float32(self.scale)
         weight += xp.float32(floor * self.scale + TINY_SCORE)
         xp.minimum(weight, xp.float32(MAX_SCORE_RATIO), out=weight)
         xp.multiply(weight, weight, out=weight)
         xp.multiply(weight, weight, out=weight)
         if uncovered is not None:  # no real pixels: no weight
             xp.copyto(weight, xp.float32(0), where=uncovered)
-        weights = self._gaussian(weight)
-        planes = [plane.astype(xp.float32) for plane in be.channel_planes(frame)]
+        levels = self._buffers(weight.shape)
+        if borrowed is not None and all(b.shape == weight.shape and b.dtype == xp.float32 for b in borrowed):
+            levels[0]["scratch"], levels[0]["up"] = borrowed
+        elif "up" not in levels[0]:
+            levels[0]["scratch"], levels[0]["up"] = xp.empty_like(weight), xp.empty_like(weight)
+        for level in levels[1:]:  # coarser levels work after the finest is done: in its memory
+            for name in ("scratch", "up"):
+                size = level["band"].size
+                level[name] = levels[0][name].reshape(-1)[:size].reshape(level["band"].shape)
         if self.sums is None:
-            self.sums = [[xp.zeros_like(w) for w in weights] for _ in planes]
-            self.weights = [xp.zeros_like(w) for w in weights]
-        for sums, plane in zip(self.sums, planes):
-            for total, level, w in zip(sums, self._laplacian(plane), weights):
-                xp.multiply(level, w, out=level)
-                total += level
+            channels = 1 if frame.ndim == 2 else frame.shape[2]
+            self.sums = [[xp.zeros_like(level["band"]) for level in levels] for _ in range(channels)]
+            self.weights = [xp.zeros_like(level["band"]) for level in levels]
+        weights = [weight]
+        for above, level in zip(levels, levels[1:]):
+            weights.append(be.pyramid_reduce(weights[-1], out=level["weight"], scratch=above["scratch"]))
         for total, w in zip(self.weights, weights):
             total += w
+        for c, sums in enumerate(self.sums):
+            band = levels[0]["band"]
+            xp.copyto(band, frame if frame.ndim == 2 else frame[..., c], casting="unsafe")
+            for i, level in enumerate(levels):
+                if i < self.levels:  # band-pass: this level less the next one expanded
+                    smaller = be.pyramid_reduce(band, out=levels[i + 1]["band"], scratch=level["scratch"])
+                    band -= be.pyramid_up(smaller, band.shape, out=level["up"], scratch=level["scratch"])
+                band *= weights[i]
+                sums[i] += band
+                if i < self.levels:
+                    band = smaller
 
-    def finish(self):
-        """The fused float32 image."""
+    def finish(self, dtype):
+        """The fused image in ``dtype``, channel by channel; the accumulated pyramids are freed as they are used."""
         be, xp = self.be, self.be.xp
+        self._scratch = None
         planes = []
-        for sums in self.sums:
+        while self.sums:
+            sums = self.sums.pop(0)
             image = None
-            for total, weight in zip(reversed(sums), reversed(self.weights)):
-                level = total / xp.maximum(weight, xp.float32(1e-30))
-                image = level if image is None else level + be.pyramid_up(image, level.shape)
-            planes.append(image)
+            for level in reversed(range(len(sums))):
+                total = sums.pop()
+                total /= xp.maximum(self.weights[level], xp.float32(1e-30))
+                if image is not None:
+                    total += be.pyramid_up(image, total.shape)
+                image = total
+            planes.append(to_dtype(image, dtype, be))
+            del image
+        self.weights = None
         return planes[0] if len(planes) == 1 else xp.stack(planes, axis=-1)
 
 

@@ -177,7 +177,10 @@ def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
                 fusion.update(frame, score, uncovered=uncovered)
             else:
                 floor = noise.floor(k, params.radius, params.scale_factor)
-                fusion.update(frame, score, floor, uncovered, reference=noise.reference(params.radius))
+                fusion.update(
+                    frame, score, floor, uncovered, reference=noise.reference(params.radius),
+                    borrowed=(gray, measure.scratch),  # both free until the next frame
+                )  # fmt: skip
         else:
             fusion.update(frame)
         del frame, gray, score, selection, took_best, took_above
@@ -201,7 +204,11 @@ def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
         depth, confidence, fused = finish_in_bands(selector, fuse_rows, frames.dtype, be, floor)
     else:  # the pyramids are collapsed whole
         depth, confidence, _ = finish_in_bands(selector, None, frames.dtype, be, floor)
-        fused = to_dtype(fusion.finish(), frames.dtype, be)
+        selector = None  # its per-pixel state, freed before the pyramids are collapsed
+        if params.method == "weighted":
+            fused = fusion.finish(frames.dtype)
+        else:
+            fused = to_dtype(fusion.finish(), frames.dtype, be)
     if params.method != "depthmap":  # depth-map fusion follows its depth: retouching re-fuses along it exactly
         depth = regularise_depth(depth, confidence, be, regularise_sigma(params.smoothing))
     outputs = be.to_host(fused), be.to_host(depth), be.to_host(confidence)
