@@ -36,6 +36,19 @@ def test_pcb_is_aligned_and_sharper_than_every_frame(real_stack):
     # the depth map uses the whole stack: the board is tilted through focus
     used = np.unique(np.round(result.depth[result.confidence > 0.5]))
     assert len(used) >= 5
+    # clean: no speckle (issue 11's target is <= 1 %; 0.17 % measured) and, marked,
+    # a textured scene keeps a depth nearly everywhere (>= 90 % asked)
+    assert speckle(result.depth) <= 0.01
+    assert np.isfinite(result.mark_unfocused().depth).mean() >= 0.9
+
+
+def speckle(depth):
+    """Share of pixels more than 2 slices from the 15x15 median of the depth map (finite pixels only)."""
+    from scipy import ndimage
+
+    finite = np.isfinite(depth)
+    median = ndimage.median_filter(np.where(finite, depth, np.nanmedian(depth)), size=15)
+    return float((np.abs(depth - median)[finite] > 2).mean())
 
 
 def test_mito_lightsheet_sixteen_bit(real_stack):
@@ -52,6 +65,14 @@ def test_mito_lightsheet_sixteen_bit(real_stack):
         # weighted mean averages noise away, so it is held to the mean of frames
         floor = sharpest_frame if method == "depthmap" else 2 * sharpness(mean_frame)
         assert sharpness(result.fused) > floor
+
+
+def test_mito_lightsheet_depth_is_clean_where_it_is_given(real_stack):
+    """Sparse mitochondria on a dark background: the background has no focus signal to guess from."""
+    result = focus_stack(real_stack("mito_lightsheet_16bit"), device="cpu")
+    assert speckle(result.depth) < 0.02  # 48.8 % before the confidence regularisation; 1.3 % now
+    marked = result.mark_unfocused()
+    assert 0.5 < marked.metadata["unfocused"] < 0.95  # the dark background (81 % measured)
 
 
 def test_confocal_nuclei_depth_in_range(real_stack):
