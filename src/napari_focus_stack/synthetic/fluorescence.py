@@ -9,20 +9,17 @@ the camera's shot noise, offset and read noise. Frames are dim 16-bit data,
 as microscopes record them.
 """
 
-import cv2
 import numpy as np
 
 from .layered import curve_mask, random_curve
+from .surface import _gaussian_blur
 
 #: Depth bins per slice: emitters closer than this in depth are blurred together.
 _BINS_PER_SLICE = 4
 
 
 def _blur(image, sigma):
-    if sigma <= 1e-3:
-        return image.copy()
-    radius = max(1, int(np.ceil(4 * sigma)))
-    return cv2.GaussianBlur(image, (2 * radius + 1,) * 2, sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
+    return image.copy() if sigma <= 1e-3 else _gaussian_blur(image, sigma)
 
 
 def _binned(emitters, shape):

@@ -19,7 +19,7 @@ from typing import Union
 import cv2
 import numpy as np
 
-from .surface import _expose
+from .surface import _expose, _gaussian_blur, _quantise
 
 #: Point spread functions :func:`defocus` accepts.
 PSFS = ("gaussian", "pillbox")
@@ -86,10 +86,7 @@ def defocus(image, spread, psf):
     if spread <= 1e-3:
         return image.copy()
     if psf == "gaussian":
-        radius = max(1, int(np.ceil(4 * spread)))
-        return cv2.GaussianBlur(
-            image, (2 * radius + 1,) * 2, sigmaX=spread, sigmaY=spread, borderType=cv2.BORDER_REFLECT
-        ).reshape(image.shape)
+        return _gaussian_blur(image, spread).reshape(image.shape)
     kernel = pillbox_kernel(2 * spread)
     return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REFLECT).reshape(image.shape)
 
@@ -252,8 +249,6 @@ def render_layers(
     >>> frames.shape, float(depth[24, 24]), float(depth[0, 0]), bool(boundary[24, 16])
     ((8, 48, 64), 1.0, 6.0, True)
     """
-    from .surface import _quantise
-
     rng = np.random.default_rng([seed, 7])
     texture, depth, owner = composite_truth(layers)
     frames = None
