@@ -125,12 +125,8 @@ def peak_confidence(best, mean, be, floor=0.0):
 #: pcb_aimonen 1.34 % -> 0.17 %, mito_lightsheet 48.8 % -> 1.3 %, and the
 #: suite's depth RMSE 1.62 -> 1.52 slices; 4 and 6 px left more speckle on the
 #: fluorescence stacks, 16 px smoothed their depth too much (benchmarks/RESULTS.md).
+#: Fixed, not scaled by ``smoothing``: its reach bounds the tiles' overlap.
 REGULARISE_SIGMA = 8.0
-
-
-def regularise_sigma(smoothing):
-    """Sigma (px) of the confidence-weighted depth regularisation (fixed: its reach bounds the tiles' overlap)."""
-    return REGULARISE_SIGMA
 
 
 def regularise_depth(depth, confidence, be, sigma):

@@ -137,6 +137,8 @@ class NoiseProbe:
         return frame
 
     def __getattr__(self, name):
+        if name == "frames":  # not set yet (a copy being made): no recursion
+            raise AttributeError(name)
         return getattr(self.frames, name)
 
     def sigma(self, k):

@@ -35,7 +35,7 @@ from .align import (
     registration_image,
     shrink,
 )
-from .depth import SliceSelector, regularise_depth, regularise_sigma
+from .depth import REGULARISE_SIGMA, SliceSelector, regularise_depth
 from .focus import FocusMeasure, depth_sigma
 from .noise import NoiseProbe
 from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
@@ -210,7 +210,7 @@ def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
         else:
             fused = to_dtype(fusion.finish(), frames.dtype, be)
     if params.method != "depthmap":  # depth-map fusion follows its depth: retouching re-fuses along it exactly
-        depth = regularise_depth(depth, confidence, be, regularise_sigma(params.smoothing))
+        depth = regularise_depth(depth, confidence, be, REGULARISE_SIGMA)
     outputs = be.to_host(fused), be.to_host(depth), be.to_host(confidence)
     timings["finish"] = timings.get("finish", 0.0) + time.perf_counter() - clock
     return outputs

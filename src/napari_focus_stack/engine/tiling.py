@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from .align import HOST_WARP_BAND_PIXELS
 from .backend import gaussian_kernel
-from .depth import regularise_sigma
+from .depth import REGULARISE_SIGMA
 from .focus import PRESMOOTH_SIGMA, depth_sigma
 from .fuse import WEIGHTED_LEVELS, pyramid_levels, pyramid_reach, weighted_reach
 
@@ -51,7 +51,7 @@ def reach(params, out_shape):
     # then regularised by confidence over a neighbourhood (depth.regularise_depth)
     selection = focus + len(gaussian_kernel(depth_sigma(params.smoothing))) // 2
     if params.method != "depthmap":
-        selection += len(gaussian_kernel(regularise_sigma(params.smoothing))) // 2
+        selection += len(gaussian_kernel(REGULARISE_SIGMA)) // 2
     if params.method == "pyramid":
         return max(selection, pyramid_reach(pyramid_levels(out_shape)))
     if params.method == "weighted":  # the scores, blended on a small pyramid
