@@ -39,8 +39,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import scipy.ndimage
 import tifffile
+from skimage import color, util
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -52,10 +52,15 @@ from napari_focus_stack import focus_stack  # noqa: E402
 from napari_focus_stack.engine.result import DEFAULTS, METHODS  # noqa: E402
 from napari_focus_stack.io import open_stack  # noqa: E402
 
-try:
-    from napari_focus_stack.synthetic import depth_rmse, psnr, ssim, textured_mask
-except ImportError:  # the simulator module while it is being split into a package
-    from napari_focus_stack.synthetic.surface import depth_rmse, psnr, ssim, textured_mask
+from napari_focus_stack.synthetic import (  # noqa: E402
+    SCENE_FAMILIES,
+    depth_rmse,
+    depth_speckle,
+    psnr,
+    simulate_scene,
+    ssim,
+    textured_mask,
+)
 
 REAL_STACKS = HERE.parent.parent / "shared" / "data" / "stacks"
 #: Real stacks larger than this (pixels per frame) are downscaled to about it
@@ -70,7 +75,7 @@ OURS = "ours"
 
 
 # --------------------------------------------------------------------------
-# Scenes: the simulator's families, or a few surfaces while it lacks them
+# Scenes: the simulator's families
 # --------------------------------------------------------------------------
 
 
@@ -95,31 +100,8 @@ class Scene:
         return 16 if self.frames.dtype == np.uint16 else 8
 
 
-def _fallback_families():
-    """Surfaces of the old simulator, until ``simulate_scene`` exists."""
-    try:
-        from napari_focus_stack.synthetic import simulate_stack
-    except ImportError:
-        from napari_focus_stack.synthetic.surface import simulate_stack
-    recipes = {
-        "surface-dome": dict(texture="mixed", depth="dome", rgb=True, noise=0.01),
-        "surface-steps-cells": dict(texture="cells", depth="steps", rgb=True, noise=0.01),
-        "surface-terraces-16bit": dict(texture="noise", depth="steps", dtype="uint16", noise=0.004),
-        "surface-waves-photo": dict(texture="photo", depth="waves", rgb=True, noise=0.01),
-    }
-
-    def simulate(family, shape, n_slices, seed):
-        return simulate_stack(shape, n_slices, seed=seed, **recipes[family])
-
-    return tuple(recipes), simulate, "fallback: surfaces of simulate_stack (simulate_scene not importable)"
-
-
 def simulator():
     """(family names, simulate(family, shape, n_slices, seed), description)."""
-    try:
-        from napari_focus_stack.synthetic import SCENE_FAMILIES, simulate_scene
-    except ImportError:
-        return _fallback_families()
 
     def simulate(family, shape, n_slices, seed):
         return simulate_scene(family, shape=shape, n_slices=n_slices, seed=seed)
@@ -266,14 +248,10 @@ def run_ours(method, frame_paths, scene):
     return score(our_name(method), result.fused, result.depth, scene, seconds, fit=False)
 
 
-def luminance(frames):
-    """Luminance (float32, [0, 1] units) of frames (..., Y, X[, 3])."""
-    frames = np.asarray(frames)
-    scale = np.float32(1.0 / np.iinfo(frames.dtype).max) if frames.dtype.kind in "ui" else np.float32(1)
-    if frames.ndim >= 3 and frames.shape[-1] == 3:
-        weights = np.array([0.2125, 0.7154, 0.0721], np.float32)
-        return (frames.astype(np.float32) @ weights) * scale
-    return frames.astype(np.float32) * scale
+def luminance(frame):
+    """Luminance (float32, [0, 1] units) of one frame ``(Y, X[, 3])``, as scikit-image computes it."""
+    frame = util.img_as_float32(np.asarray(frame))
+    return color.rgb2gray(frame).astype(np.float32) if frame.ndim == 3 else frame
 
 
 def naive_argmax(frames, radius=NAIVE_RADIUS):
@@ -345,14 +323,11 @@ def brief(s):
 
 
 def speckle(depth):
-    """(share of finite pixels > 2 slices from their 15x15 median, share of pixels with a finite depth)."""
+    """(:func:`~napari_focus_stack.synthetic.depth_speckle`, share of pixels with a finite depth)."""
     finite = np.isfinite(depth)
     if not finite.any():
         return float("nan"), 0.0
-    filled = np.where(finite, depth, np.median(depth[finite])).astype(np.float32)
-    median = scipy.ndimage.median_filter(filled, size=SPECKLE_WINDOW, mode="nearest")
-    outliers = (np.abs(filled - median) > SPECKLE_SLICES) & finite
-    return float(outliers.sum() / finite.sum()), float(finite.mean())
+    return depth_speckle(depth, window=SPECKLE_WINDOW, slices=SPECKLE_SLICES), float(finite.mean())
 
 
 def load_real(folder, max_pixels=REAL_MAX_PIXELS):

@@ -12,6 +12,7 @@ from napari_focus_stack import focus_stack
 from napari_focus_stack.engine.backend import get_backend
 from napari_focus_stack.engine.focus import laplacian_energy
 from napari_focus_stack.io import open_stack
+from napari_focus_stack.synthetic import depth_speckle
 
 BE = get_backend("cpu")
 
@@ -38,17 +39,8 @@ def test_pcb_is_aligned_and_sharper_than_every_frame(real_stack):
     assert len(used) >= 5
     # clean: no speckle (issue 11's target is <= 1 %; 0.17 % measured) and, marked,
     # a textured scene keeps a depth nearly everywhere (>= 90 % asked)
-    assert speckle(result.depth) <= 0.01
+    assert depth_speckle(result.depth) <= 0.01
     assert np.isfinite(result.mark_unfocused().depth).mean() >= 0.9
-
-
-def speckle(depth):
-    """Share of pixels more than 2 slices from the 15x15 median of the depth map (finite pixels only)."""
-    from scipy import ndimage
-
-    finite = np.isfinite(depth)
-    median = ndimage.median_filter(np.where(finite, depth, np.nanmedian(depth)), size=15)
-    return float((np.abs(depth - median)[finite] > 2).mean())
 
 
 def test_mito_lightsheet_sixteen_bit(real_stack):
@@ -70,7 +62,7 @@ def test_mito_lightsheet_sixteen_bit(real_stack):
 def test_mito_lightsheet_depth_is_clean_where_it_is_given(real_stack):
     """Sparse mitochondria on a dark background: the background has no focus signal to guess from."""
     result = focus_stack(real_stack("mito_lightsheet_16bit"), device="cpu")
-    assert speckle(result.depth) < 0.02  # 48.8 % before the confidence regularisation; 1.3 % now
+    assert depth_speckle(result.depth) < 0.02  # 48.8 % before the confidence regularisation; 1.3 % now
     marked = result.mark_unfocused()
     assert 0.5 < marked.metadata["unfocused"] < 0.95  # the dark background (81 % measured)
 

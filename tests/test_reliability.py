@@ -322,20 +322,24 @@ SIGNALLED = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "cancelled")])
-def test_14_a_signal_during_a_write_leaves_nothing_behind(tmp_path, frames_dir, signum, code, word):
-    out = tmp_path / "out"
-    out.mkdir()
-    ready = tmp_path / "ready"
+def start_stalled(ready, stall_on, *cli_args):
+    """Start the CLI in a child that stalls while writing ``stall_on``; return it once that write has begun."""
     process = subprocess.Popen(
-        [sys.executable, "-c", SIGNALLED, str(ready), "d.tif", str(frames_dir), "-o", str(out / "f.tif"), "--depth",
-         str(out / "d.tif"), "-q"],
+        [sys.executable, "-c", SIGNALLED, str(ready), stall_on, *map(str, cli_args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert ready.exists(), process.communicate()
+    return process
+
+
+@pytest.mark.parametrize("signum, code, word", [(signal.SIGTERM, 143, "terminated"), (signal.SIGINT, 130, "cancelled")])
+def test_14_a_signal_during_a_write_leaves_nothing_behind(tmp_path, frames_dir, signum, code, word):
+    out = tmp_path / "out"
+    out.mkdir()
+    process = start_stalled(tmp_path / "ready", "d.tif", frames_dir, "-o", out / "f.tif", "--depth", out / "d.tif", "-q")
     assert any(name.startswith(".d.tif.") for name in os.listdir(out))  # mid-write: a temporary exists
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
@@ -565,15 +569,8 @@ def test_14_sigterm_in_a_batch_keeps_finished_stacks_and_nothing_of_the_one_in_p
     root = tmp_path / "scans"
     for name in ("a", "b", "c"):
         write_folder(root / name, focal_frames())
-    out, ready = tmp_path / "out", tmp_path / "ready"
-    process = subprocess.Popen(
-        [sys.executable, "-c", SIGNALLED, str(ready), "b_depth.tif", "batch", str(root), "-o", str(out), "--depth", "-q"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert ready.exists(), process.communicate()
+    out = tmp_path / "out"
+    process = start_stalled(tmp_path / "ready", "b_depth.tif", "batch", root, "-o", out, "--depth", "-q")
     process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143 and stdout == ""
