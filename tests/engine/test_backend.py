@@ -22,6 +22,8 @@ OPERATIONS = {
     "box_mean": lambda be, a: be.box_mean(a, 4),
     "resize": lambda be, a: be.resize(a, 3),
     "pyramid_down": lambda be, a: be.pyramid_down(a),
+    # OpenCV's pyrDown on the CPU backend, the generic reduction elsewhere
+    "pyramid_reduce": lambda be, a: be.pyramid_reduce(a),
     "pyramid_up": lambda be, a: be.pyramid_up(be.pyramid_down(a), a.shape),
 }
 
@@ -90,3 +92,14 @@ def test_luminance_into_a_given_buffer(be, image):
     out = np.full(image.shape[:2], np.nan, dtype=np.float32)
     assert be.luminance(image, out=out) is out
     np.testing.assert_array_equal(out, be.luminance(image))
+
+
+def test_pyramid_buffers_given_or_not_give_the_same_pixels():
+    for be in (CV, ND):
+        down = be.pyramid_down(GRAY)
+        out, scratch = np.empty_like(down), np.empty_like(GRAY)
+        np.testing.assert_array_equal(be.pyramid_down(GRAY, out=out, scratch=scratch), down)
+        np.testing.assert_array_equal(be.pyramid_reduce(GRAY, out=np.empty_like(down), scratch=scratch), be.pyramid_reduce(GRAY))
+        up = be.pyramid_up(down, GRAY.shape)
+        scratch.fill(np.nan)  # a used scratch: zero-filled before use
+        np.testing.assert_array_equal(be.pyramid_up(down, GRAY.shape, out=np.empty_like(GRAY), scratch=scratch), up)

@@ -86,3 +86,46 @@ def test_weighted_fusion_reaches_no_farther_than_it_says():
         moved = np.argwhere(fused(frames, scores) != before)
         changed[1][48, 48] -= 0.5
         assert 0 < np.abs(moved - 48).max() <= weighted_reach()
+
+
+def reference_weighted_blend(frames, scores, floor, reference, be):
+    """The weighted fusion written plainly: whole pyramids of every frame, each level normalised by its weights."""
+    from napari_focus_stack.engine.fuse import TINY_SCORE, WEIGHTED_LEVELS
+
+    levels = WEIGHTED_LEVELS
+    weights = [((s + floor) / reference + TINY_SCORE) ** 4 for s in scores]
+    sums = totals = None
+    for frame, weight in zip(frames, weights):
+        bands, current = [], frame.astype(np.float32)
+        for _ in range(levels):
+            smaller = be.pyramid_down(current)
+            bands.append(current - be.pyramid_up(smaller, current.shape))
+            current = smaller
+        bands.append(current)
+        pyramid = [weight]
+        for _ in range(levels):
+            pyramid.append(be.pyramid_down(pyramid[-1]))
+        terms = [b * w for b, w in zip(bands, pyramid)]
+        sums = terms if sums is None else [a + t for a, t in zip(sums, terms)]
+        totals = pyramid if totals is None else [a + w for a, w in zip(totals, pyramid)]
+    image = sums[-1] / totals[-1]
+    for total, weight in zip(reversed(sums[:-1]), reversed(totals[:-1])):
+        image = total / weight + be.pyramid_up(image, total.shape)
+    return image
+
+
+@pytest.mark.parametrize("borrow", [False, True])
+def test_weighted_fusion_streams_what_the_plain_blend_computes(borrow):
+    """Reused buffers, borrowed scratch and coarser levels in the finest one's memory change no pixel's value."""
+    from napari_focus_stack.engine.fuse import WeightedFusion
+
+    be = get_backend("cpu")
+    rng = np.random.default_rng(3)
+    frames = [rng.random((45, 58)).astype(np.float32) for _ in range(4)]
+    scores = [rng.random((45, 58)).astype(np.float32) * 0.01 for _ in range(4)]
+    fusion = WeightedFusion(be)
+    for frame, score in zip(frames, scores):
+        borrowed = (np.full_like(frame, np.nan), np.full_like(frame, np.nan)) if borrow else None
+        fusion.update(frame, score.copy(), 1e-4, None, 0.02, borrowed=borrowed)
+    expected = reference_weighted_blend(frames, scores, 1e-4, 0.02, be)
+    np.testing.assert_allclose(fusion.finish(np.float32), expected, rtol=0, atol=1e-5)
