@@ -51,16 +51,17 @@ def noise_sigma(frame, value_range):
     return frame_statistics(frame, value_range)[0]
 
 
-def frame_statistics(frame, value_range):
-    """Noise std (:func:`noise_sigma`) and variance of a frame's luminance, both in units of ``value_range``.
+def frame_statistics(frame, value_range, variance=False):
+    """Noise std (:func:`noise_sigma`) and, when asked, the variance of a frame's luminance (else None).
 
-    Measured on the central :data:`SAMPLE_SIDE` square, non-finite pixels left out.
+    Both in units of ``value_range``, measured on the central
+    :data:`SAMPLE_SIDE` square, non-finite pixels left out.
     """
     height, width = frame.shape[:2]
     top, left = max(0, (height - SAMPLE_SIDE) // 2), max(0, (width - SAMPLE_SIDE) // 2)
     crop = frame[top : top + SAMPLE_SIDE, left : left + SAMPLE_SIDE]
     if min(crop.shape[:2]) < 3:
-        return 0.0, 0.0
+        return 0.0, 0.0 if variance else None
     luma = np.asarray([LUMA_WEIGHTS], dtype=np.float32)
     # in bands of rows, keeping every fourth row of the residual: this runs on
     # the read-ahead thread beside the frame being measured, so its memory
@@ -70,19 +71,21 @@ def frame_statistics(frame, value_range):
         band = np.ascontiguousarray(crop[start : start + _BAND_ROWS + 2], dtype=np.float32)
         if band.ndim == 3:
             band = cv2.transform(band, luma).reshape(band.shape[:2])
-        inner = band[: _BAND_ROWS] if start + _BAND_ROWS + 2 < crop.shape[0] else band
-        finite = inner[np.isfinite(inner)].astype(np.float64)
-        count, total, squares = count + finite.size, total + finite.sum(), squares + (finite * finite).sum()
+        if variance:
+            inner = band[:_BAND_ROWS] if start + _BAND_ROWS + 2 < crop.shape[0] else band
+            finite = inner[np.isfinite(inner)].astype(np.float64)
+            count, total, squares = count + finite.size, total + finite.sum(), squares + (finite * finite).sum()
         residual = cv2.filter2D(band, -1, _IMMERKAER)[1:-1:4, 1:-1]
         samples.append(np.abs(residual[np.isfinite(residual)]))
     residual = np.concatenate(samples)
-    variance = max(0.0, squares / count - (total / count) ** 2) if count else 0.0
+    spread = None
+    if variance:
+        spread = (max(0.0, squares / count - (total / count) ** 2) if count else 0.0) / float(value_range) ** 2
     if residual.size == 0:
-        return 0.0, variance / float(value_range) ** 2
+        return 0.0, spread
     middle = residual.size // 2
     residual.partition(middle)  # in place: the median without another copy
-    sigma = float(residual[middle]) / (0.6745 * 6) / float(value_range)
-    return sigma, variance / float(value_range) ** 2
+    return float(residual[middle]) / (0.6745 * 6) / float(value_range), spread
 
 
 #: Rows per band of :func:`noise_sigma`.
@@ -131,7 +134,7 @@ class NoiseProbe:
     def __getitem__(self, k):
         frame = self.frames[k]
         if k not in self._sigma:
-            sigma, variance = frame_statistics(frame, self._value_range)
+            sigma, variance = frame_statistics(frame, self._value_range, variance=k == 0)  # reference(): frame 0's
             with self._lock:
                 self._sigma[k], self._variance[k] = sigma, variance
         return frame
