@@ -82,7 +82,9 @@ class FakeGPUState:
         self.stream_syncs = 0
         self.kernel_error = None  # raised by every kernel when set (CuPy without NVRTC)
         self._local = threading.local()
-        self._lock = threading.Lock()
+        # re-entrant: a garbage collection inside _account may free another
+        # array, whose finalizer (_release) then takes the lock in the same thread
+        self._lock = threading.RLock()
         self._owned = {}
 
     @property

@@ -131,3 +131,33 @@ def test_kernel_check_is_per_cupy_module_and_retried_after_a_failure(fake_gpu):
         state = fake_gpu()
         state.kernel_error = RuntimeError("libnvrtc.so.12 not found")
         assert get_backend("auto").name == "cpu"
+
+
+def test_accounting_survives_a_collection_inside_an_allocation(fake_gpu):
+    """A garbage collection run while the stand-in counts a new array can free
+    another array in the same thread: its release must not wait on the lock
+    that thread holds (a deadlock that hung CI in a Dask worker thread)."""
+    import gc
+    import threading
+
+    state = fake_gpu()
+    import cupy
+
+    def allocate():
+        for _ in range(300):
+            cycle = [cupy.asarray(np.ones(4))]
+            cycle.append(cycle)  # garbage only a collection frees
+            del cycle
+            cupy.asarray(np.ones(4))
+
+    before = gc.get_threshold()
+    gc.set_threshold(7)  # collections often, some of them inside the accounting
+    try:
+        worker = threading.Thread(target=allocate, daemon=True)
+        worker.start()
+        worker.join(20)
+    finally:
+        gc.set_threshold(*before)
+    assert not worker.is_alive(), "allocation deadlocked"
+    gc.collect()
+    assert state.live == [0] and state.allocations[0] == 600
