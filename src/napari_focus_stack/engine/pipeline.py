@@ -417,6 +417,8 @@ def _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, tim
                     for future in futures:
                         if future.done() and future.exception() is not None:
                             raise future.exception()
+                    if all(future.done() for future in futures) and done.empty():
+                        break  # every tile is in, whatever the count said: never wait forever
                     continue
                 yield Progress("stacking", count, total)
             for future in futures:
