@@ -16,6 +16,7 @@ _EXPORTS = {
     "iter_focus_stack": "api",
     "FocusStacker": "api",
     "fuse_from_depth": "api",
+    "focus_stack_channels": "channels",
     "MissingDataWarning": "api",
     "StackResult": "engine.result",
     "StackParams": "engine.result",

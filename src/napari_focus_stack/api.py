@@ -57,6 +57,8 @@ def focus_stack(
     cancel=None,
     max_memory=None,
     mark_unfocused=False,
+    channel_axis=None,
+    depth_from="all",
 ):
     """Fuse a focal stack into one all-in-focus image, with depth and confidence maps.
 
@@ -103,6 +105,16 @@ def focus_stack(
         Return NaN as the depth of pixels with no usable focus signal in or
         around them (flat, textureless or dark areas), instead of a guess
         (:meth:`StackResult.mark_unfocused`). The fused image is the same.
+    channel_axis : int, optional
+        For an array with a channel axis besides z (fluorescence channels:
+        ``(C, Z, Y, X)``, ``(Z, C, Y, X)`` or ``(Z, Y, X, C)``): every
+        channel is fused along one shared depth map
+        (:func:`~napari_focus_stack.channels.focus_stack_channels`), and
+        ``fused`` keeps the channel axis where it was (z removed). Without it,
+        a last axis of 3 is colour.
+    depth_from : "all" or int
+        With ``channel_axis``: the shared depth comes from every channel's
+        focus combined (``"all"``) or from channel ``k`` alone.
 
     Returns
     -------
@@ -127,6 +139,23 @@ def focus_stack(
     """
     if progress is not None and not callable(progress):
         raise TypeError(f"progress must be a callable or None, got {type(progress).__name__}")
+    if channel_axis is not None:
+        return _focus_stack_channel_axis(
+            source,
+            channel_axis,
+            depth_from,
+            progress=progress,
+            mark_unfocused=mark_unfocused,
+            radius=radius,
+            smoothing=smoothing,
+            scale_factor=scale_factor,
+            method=method,
+            align=align,
+            device=device,
+            reference=reference,
+            cancel=cancel,
+            max_memory=max_memory,
+        )
     steps = iter_focus_stack(
         source,
         radius=radius,
@@ -145,6 +174,23 @@ def focus_stack(
     message = non_finite_warning(result.metadata)
     if message is not None:
         warnings.warn(message, MissingDataWarning, stacklevel=2)
+    return result
+
+
+def _focus_stack_channel_axis(source, channel_axis, depth_from, **kwargs):
+    import numpy as np
+
+    from .channels import focus_stack_channels, normalise_channel_axis, output_channel_axis, split_channels
+
+    if not (hasattr(source, "shape") and hasattr(source, "dtype")):
+        raise TypeError(
+            "channel_axis needs an array (numpy, dask or zarr); for files, open each channel and "
+            "call napari_focus_stack.channels.focus_stack_channels"
+        )
+    axis = normalise_channel_axis(channel_axis, len(source.shape))
+    result = focus_stack_channels(split_channels(source, axis), depth_from=depth_from, **kwargs)
+    result.fused = np.moveaxis(result.fused, 0, output_channel_axis(axis))
+    result.metadata["channels"]["axis"] = axis
     return result
 
 

@@ -22,7 +22,7 @@ suite (``benchmarks/quality.py``).
 ((6, 64, 64), 'uint8')
 """
 
-from .fluorescence import render_fluorescence
+from .fluorescence import render_channels, render_fluorescence
 from .layered import PSFS, Layer, render_layers
 from .scenes import SCENE_FAMILIES, describe_family, simulate_scene
 from .surface import (
@@ -54,6 +54,7 @@ __all__ = [
     "make_depth",
     "make_texture",
     "psnr",
+    "render_channels",
     "render_fluorescence",
     "render_layers",
     "simulate_scene",
