@@ -43,8 +43,16 @@ from PIL import Image
 from .engine.align import reduction_factor
 from .engine.backend import host_available_memory
 
+#: Camera RAW frames, decoded by LibRaw through rawpy (the [raw] extra; see formats.py).
+RAW_EXTENSIONS = frozenset(
+    {".3fr", ".arw", ".cr2", ".cr3", ".crw", ".dng", ".iiq", ".nef", ".nrw", ".orf", ".pef", ".raf",
+     ".rw2", ".rwl", ".srw"}
+)  # fmt: skip
 #: Extensions (lower case) of the frame files that are read.
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}) | RAW_EXTENSIONS
+#: Microscope files read through bioio (the [formats] extra; see formats.py), besides
+#: OME-Zarr folders and the OME-TIFF hyperstacks the TIFF reader does not split.
+MICROSCOPE_EXTENSIONS = frozenset({".czi", ".nd2", ".lif", ".zarr"})
 TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
 #: Files a folder may hold beside its frames; skipped silently, as are hidden files.
 SIDECAR_EXTENSIONS = frozenset(
@@ -69,6 +77,10 @@ _DIGITS = re.compile(r"(\d+)", re.ASCII)
 
 class StackReadError(ValueError):
     """A stack cannot be read; the message names the file and the problem."""
+
+
+class _OmeHyperstackError(StackReadError):
+    """An OME-TIFF holding more than one z-stack (time points, channels): bioio reads it."""
 
 
 def natural_sort_key(path_or_str):
@@ -380,6 +392,10 @@ def open_stack(source, *, max_frame_pixels=400_000_000):
         raise StackReadError("No input given: the path is empty (for the current folder, give '.')")
     path = Path(text)
     if path.is_dir():
+        from . import formats
+
+        if formats.is_ome_zarr(path):
+            return formats.open_microscope_stack(path, max_frame_pixels)
         return _open_paths(_list_folder(path), str(path), max_frame_pixels)
     if path.is_file():
         return _open_paths([path], str(path), max_frame_pixels)
@@ -493,7 +509,13 @@ def _common_folder(paths):
 
 def _open_paths(paths, source, max_frame_pixels):
     """Open one multi-frame file, or several files of one frame each."""
+    from . import formats
+
+    if len(paths) == 1 and formats.is_microscope_file(paths[0]):
+        return formats.open_microscope_stack(paths[0], max_frame_pixels)
     for path in paths:
+        if formats.is_microscope_file(path):
+            raise StackReadError(f"{path}: a microscope file holds its own z-stacks; open it on its own")
         if path.is_dir():
             raise StackReadError(f"{path}: is a folder; give image files or one folder")
         if not path.is_file():
@@ -503,7 +525,10 @@ def _open_paths(paths, source, max_frame_pixels):
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
             raise StackReadError(_not_an_image_message(path))
     if len(paths) == 1:
-        frames = _read_file_frames(paths[0], max_frame_pixels)
+        try:
+            frames = _read_file_frames(paths[0], max_frame_pixels)
+        except _OmeHyperstackError as exc:
+            return formats.open_microscope_stack(paths[0], max_frame_pixels, tiff_error=exc)
         count = len(frames.loaders)
         names = [paths[0].name] if count == 1 else [f"{paths[0].name}[{i}]" for i in range(count)]
         return _frame_sequence(frames, names, [str(paths[0])] * count, source)
@@ -681,6 +706,10 @@ def _read_file_frames(path, max_frame_pixels):
     _check_not_empty(path)
     if path.suffix.lower() in TIFF_EXTENSIONS:
         return _read_tiff_frames(path, max_frame_pixels)
+    if path.suffix.lower() in RAW_EXTENSIONS:
+        from .formats import read_raw_header
+
+        return read_raw_header(path, max_frame_pixels)
     return _read_pil_header_frame(path, max_frame_pixels)
 
 
@@ -836,7 +865,12 @@ def _read_tiff_frames(path, max_frame_pixels):
             height, width = page.shape[page_axes.index("Y")], page.shape[page_axes.index("X")]
             _check_frame_pixels(path, height, width, max_frame_pixels)
             color_samples = _tiff_color_samples(path, page)
-            frame_keys = _tiff_frame_keys(path, series.axes, series.shape, page_axes)
+            try:
+                frame_keys = _tiff_frame_keys(path, series.axes, series.shape, page_axes)
+            except StackReadError as exc:
+                if tif.is_ome:  # time points or channels: bioio picks one stack (formats.py)
+                    raise _OmeHyperstackError(str(exc)) from None
+                raise
             physical = _tiff_physical_sizes(tif)
             decodable = page.compression in tifffile.TIFF.DECOMPRESSORS
     color_planes = len(frame_keys[0])
