@@ -124,7 +124,7 @@ def refuse(viewer, run, *, on_finished=None, synchronous=False):
         iter_refuse,
         run,
         edits,
-        total=len(planes) * run.layout.n_frames,
+        total=len(planes) * run.layout.n_frames * run.layout.n_channels,
         description=f"Re-fusing {run.source_name}",
     )
     task.start(
@@ -136,13 +136,13 @@ def refuse(viewer, run, *, on_finished=None, synchronous=False):
 
 
 def _show_refused(viewer, run, fused):
-    name = layers.layer_name(run.source_name, "fused")
-    if name in viewer.layers:
-        viewer.layers[name].data = fused
-    else:
-        data, kwargs, layer_type = layers.fused_layer(run)
-        add_or_replace(viewer, (fused, kwargs, layer_type))
-    viewer.layers[name].metadata[layers.PROVENANCE_KEY]["retouched"] = True
+    for data, kwargs, layer_type in layers.fused_layers(run, fused):
+        name = kwargs["name"]
+        if name in viewer.layers:
+            viewer.layers[name].data = data
+        else:
+            add_or_replace(viewer, (data, kwargs, layer_type))
+        viewer.layers[name].metadata[layers.PROVENANCE_KEY]["retouched"] = True
 
 
 # --- Layers-menu commands: act on the selected result layer ------------------

@@ -13,7 +13,6 @@ import math
 
 import numpy as np
 
-from ..engine.depth import unfocused_mask
 from .stacking import KEEP_DEPTH
 
 #: Key of the layer metadata holding the :class:`StackRun` a layer came from.
@@ -34,12 +33,14 @@ def layer_name(source_name, role) -> str:
     return f"{source_name} {role}"
 
 
-def output_geometry(run) -> dict:
+def output_geometry(run, per_channel=False) -> dict:
     """``scale``, ``translate``, ``units`` and ``axis_labels`` of the result layers.
 
-    Outer axes (time...) keep the input's values; a kept length-1 z axis spans
-    the whole stack, so the result shows at every z position; spatial axes
-    are divided by the scale factor and shifted to the pixel centres.
+    Outer axes (time...) keep the input's values; a kept length-1 z axis (and
+    a shared channel axis of the depth and confidence maps) spans the whole
+    stack, so the result shows at every position along it; spatial axes are
+    divided by the scale factor and shifted to the pixel centres.
+    ``per_channel``: the geometry of the fused image, one per channel.
     """
     view, layout, s = run.input_view, run.layout, run.params.scale_factor
     ndim = layout.ndim
@@ -48,11 +49,13 @@ def output_geometry(run) -> dict:
     for axis in (ndim - 2, ndim - 1):
         translate[axis] += (1 / s - 1) / 2 * scale[axis]
         scale[axis] /= s
-    z, n = layout.z_axis, layout.n_frames
-    if layout.keeps_z:
-        translate[z] += (n - 1) / 2 * scale[z]
-        scale[z] *= n
-    keep = [a for a in range(ndim) if a != z or layout.keeps_z]
+    roles = layout.axis_roles(per_channel)
+    for axis, role in roles.items():
+        if role == "collapsed":
+            n = layout.shape[axis]
+            translate[axis] += (n - 1) / 2 * scale[axis]
+            scale[axis] *= n
+    keep = [a for a in range(ndim) if roles.get(a) != "dropped"]
     geometry = {
         "scale": tuple(scale[a] for a in keep),
         "translate": tuple(translate[a] for a in keep),
@@ -80,9 +83,9 @@ def input_position(run, world_point) -> tuple:
 
 
 def plane_at(run, world_point) -> tuple:
-    """The stack (index over the outer axes) the viewer shows at ``world_point``."""
+    """The stack (index over the stack axes) the viewer shows at ``world_point``."""
     position = input_position(run, world_point)
-    return tuple(position[a] for a in run.layout.outer_axes)
+    return tuple(position[a] for a in run.layout.stack_axes)
 
 
 def frame_at(run, world_point) -> int:
@@ -98,8 +101,8 @@ def depth_unit(run) -> str:
 def depth_values(run) -> np.ndarray:
     """The depth map in :func:`depth_unit` units, 0 = first frame; NaN where unfocused, if the run marks them."""
     depth = run.depth if run.z_step_um is None else run.depth * np.float32(run.z_step_um)
-    if getattr(run, "mark_unfocused", False):
-        depth = np.where(unfocused_mask(run.confidence), np.float32(np.nan), depth).astype(np.float32)
+    if run.mark_unfocused:
+        depth = np.where(run.unfocused(), np.float32(np.nan), depth).astype(np.float32)
     return depth
 
 
@@ -107,19 +110,46 @@ def _metadata(run, role, **extra) -> dict:
     return {PROVENANCE_KEY: {"role": role, **run.provenance(), **extra}, RUN_KEY: run}
 
 
-def fused_layer(run) -> tuple:
-    """The all-in-focus image, in the input's dtype, looking like the input."""
+def fused_layer(run, fused=None) -> tuple:
+    """The all-in-focus image, in the input's dtype, looking like the input.
+
+    ``fused`` (default: the run's) is an array shaped like ``run.fused``.
+    """
     kwargs = {
         "name": layer_name(run.source_name, "fused"),
         "rgb": run.layout.rgb,
-        **output_geometry(run),
+        **output_geometry(run, per_channel=True),
     }
     if not run.layout.rgb:
         for key in ("colormap", "contrast_limits"):
             if run.input_view.get(key) is not None:
                 kwargs[key] = run.input_view[key]
     kwargs["metadata"] = _metadata(run, "fused")
-    return run.fused, kwargs, "image"
+    return (run.fused if fused is None else fused), kwargs, "image"
+
+
+def fused_layers(run, fused=None) -> list:
+    """The fused layer, or one per channel layer when the run fused a set of layers.
+
+    A run of several layers (one per channel) has its channel axis first;
+    each channel's result is named and coloured after its input layer.
+    """
+    data, kwargs, layer_type = fused_layer(run, fused)
+    channel_views = run.input_view.get("channel_layers")
+    if not channel_views:
+        return [(data, kwargs, layer_type)]
+    results = []
+    for c, view in enumerate(channel_views):
+        channel_kwargs = {key: value[1:] if key in ("scale", "translate", "units", "axis_labels") else value for key, value in kwargs.items()}
+        channel_kwargs.update(
+            name=layer_name(view["name"], "fused"),
+            colormap=view.get("colormap"),
+            contrast_limits=view.get("contrast_limits"),
+            blending="additive",
+            metadata=_metadata(run, "fused", channel=c),
+        )
+        results.append((data[c], channel_kwargs, layer_type))
+    return results
 
 
 def depth_layer(run) -> tuple:
@@ -150,17 +180,20 @@ def confidence_layer(run) -> tuple:
 
 def result_layers(run) -> list:
     """Depth, confidence and fused layers, in that order so the fused image is on top."""
-    return [depth_layer(run), confidence_layer(run), fused_layer(run)]
+    return [depth_layer(run), confidence_layer(run), *fused_layers(run)]
 
 
 def aligned_layer(run) -> tuple:
     """The input frames as they were fused (aligned to the reference frame), placed like the input."""
-    aligned = np.empty(run.layout.shape, dtype=np.asarray(run.fused).dtype)
-    for plane in run.layout.planes():
-        frames = run.aligned_frames(plane)
-        target = run.layout.stack(aligned, plane)
-        for k in range(len(frames)):
-            target[k] = frames[k]
+    layout = run.layout
+    aligned = np.empty(layout.shape, dtype=np.asarray(run.fused).dtype)
+    channels = [None] if layout.channel_axis is None else range(layout.n_channels)
+    for plane in layout.planes():
+        for channel in channels:
+            frames = run.aligned_frames(plane, channel)
+            target = layout.stack(aligned, plane, channel)
+            for k in range(len(frames)):
+                target[k] = frames[k]
     kwargs = {"name": layer_name(run.source_name, "aligned"), "rgb": run.layout.rgb}
     for key in ("scale", "translate", "units", "axis_labels", "colormap", "contrast_limits"):
         if run.input_view.get(key) is not None:
@@ -185,8 +218,11 @@ def edits_layer(run) -> tuple:
     return np.zeros(run.depth.shape, dtype=dtype), kwargs, "labels"
 
 
-def grid_mesh(height):
+def grid_mesh(height, hidden=None):
     """Triangle mesh of a height map sampled on a grid of at most SURFACE_MAX_SIDE per side.
+
+    ``hidden`` (bool, like ``height``) leaves out every triangle with a
+    vertex there: holes where the height is unknown.
 
     Returns
     -------
@@ -210,6 +246,8 @@ def grid_mesh(height):
     faces = np.concatenate(
         [np.stack([corner, right, below], 1), np.stack([right, below + 1, below], 1)]
     )
+    if hidden is not None:
+        faces = faces[~np.asarray(hidden)[rr, cc].ravel()[faces].any(axis=1)]
     # (u, v) texture coordinates; v runs from the last row (0) to the first (1)
     texcoords = np.stack([(cc + 0.5) / w, 1 - (rr + 0.5) / h], axis=-1).reshape(-1, 2)
     return vertices, faces.astype(np.int64), texcoords.astype(np.float32)
@@ -239,13 +277,19 @@ def surface_layer(run, plane=()) -> tuple:
     the stack in 3D when the layer's z scale is the z step.
     """
     at = run.layout.output_index(plane)
-    vertices, faces, texcoords = grid_mesh(run.depth[at])
+    hidden = run.unfocused()[at] if run.mark_unfocused else None
+    vertices, faces, texcoords = grid_mesh(run.depth[at], hidden)
     geometry = output_geometry(run)
     z = run.layout.z_axis
     view_scale = run.input_view.get("scale") or (1.0,) * run.layout.ndim
     view_translate = run.input_view.get("translate") or (0.0,) * run.layout.ndim
     z_scale = run.z_step_um or view_scale[z]
-    texture = subsampled(run.fused[at], TEXTURE_MAX_SIDE)
+    if run.layout.channel_axis is not None:  # drape the channel the depth came from (the first for all)
+        depth_from = run.layout.depth_from
+        at_image = run.layout.output_index(plane, 0 if depth_from == "all" else depth_from)
+    else:
+        at_image = at
+    texture = subsampled(run.fused[at_image], TEXTURE_MAX_SIDE)
     kwargs = {
         "name": layer_name(run.source_name, "depth surface"),
         "scale": (z_scale, *geometry["scale"][-2:]),

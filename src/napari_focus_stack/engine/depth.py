@@ -160,6 +160,9 @@ def regularise_depth(depth, confidence, be, sigma):
 #: of 0.1 around it). Textured scenes keep every pixel; on the sparse
 #: light-sheet stack (mito_lightsheet_16bit) the dark background goes.
 UNFOCUSED_SUPPORT = 0.01
+#: The same threshold as a confidence (the root of the mean confidence squared
+#: around a pixel): what the widget's control and ``mark_unfocused`` take.
+MIN_CONFIDENCE = UNFOCUSED_SUPPORT**0.5
 
 
 def unfocused_mask(confidence, sigma=REGULARISE_SIGMA, least=UNFOCUSED_SUPPORT):

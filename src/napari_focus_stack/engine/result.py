@@ -190,20 +190,32 @@ class StackResult:
     partial_coverage: Optional[np.ndarray] = None
     timings: dict = field(default_factory=dict)
 
-    def mark_unfocused(self) -> "StackResult":
-        """Set the depth of pixels with no usable focus signal to NaN (:func:`~.depth.unfocused_mask`).
+    def mark_unfocused(self, min_confidence=None) -> "StackResult":
+        """Set the depth of pixels with no usable focus signal to NaN (see :attr:`valid`).
 
         Their depth was a guess (a flat, textureless or dark area); marked, a
         viewer can show them transparent and an analysis can leave them out.
         ``metadata["unfocused"]`` says what share of pixels was marked.
         Returns this result.
         """
-        from .depth import unfocused_mask
-
-        mask = unfocused_mask(self.confidence)
+        mask = ~self.valid_mask(min_confidence)
         self.depth = np.where(mask, np.float32(np.nan), self.depth).astype(np.float32)
         self.metadata["unfocused"] = float(mask.mean())
         return self
+
+    def valid_mask(self, min_confidence=None) -> np.ndarray:
+        """Pixels whose depth rests on a focus signal: where the confidence around them
+        (the root of its Gaussian-weighted mean square, :func:`~.depth.unfocused_mask`)
+        reaches ``min_confidence`` (default :data:`~.depth.MIN_CONFIDENCE`, 0.1)."""
+        from .depth import MIN_CONFIDENCE, unfocused_mask
+
+        least = (MIN_CONFIDENCE if min_confidence is None else float(min_confidence)) ** 2
+        return ~unfocused_mask(self.confidence, least=least)
+
+    @property
+    def valid(self) -> np.ndarray:
+        """:meth:`valid_mask` at the default threshold: where the depth is not a guess."""
+        return self.valid_mask()
 
     @property
     def depth_um(self) -> Optional[np.ndarray]:
