@@ -25,6 +25,8 @@ _EXPORTS = {
     "read_stack": "io",
     "read_image": "io",
     "open_stack": "io",
+    "open_hyperstack": "formats",
+    "Hyperstack": "formats",
     "save_image": "io",
     "split_into_stacks": "io",
     "StackReadError": "io",
