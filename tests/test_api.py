@@ -5,7 +5,7 @@ import pytest
 import tifffile
 
 from napari_focus_stack import FocusStacker, focus_stack, simulate_stack
-from napari_focus_stack.io import read_metadata, save_image
+from napari_focus_stack.io import read_image, read_metadata, save_image
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_sixteen_bit_tiff_stays_sixteen_bit(tmp_path):
 def test_split_into_stacks(frame_paths):
     paths, _ = frame_paths
     groups = FocusStacker.split_into_stacks(paths[:4], stack_size=2)
-    assert [[p.name for p in g] for g in groups] == [["img_1.png", "img_2.png"], ["img_3.png", "img_4.png"]]
+    assert groups == [paths[:2], paths[2:4]] and all(type(p) is str for g in groups for p in g)
 
 
 @pytest.mark.parametrize(
@@ -65,3 +65,45 @@ def test_split_into_stacks(frame_paths):
 def test_ranges_are_checked_at_construction(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FocusStacker(**kwargs)
+
+
+#: The original tool's usage example (its README), verbatim.
+ORIGINAL_EXAMPLE = """\
+from focus_stacker import FocusStacker
+
+# Initialize stacker with default settings
+stacker = FocusStacker()
+
+# Process a single stack
+result = stacker.process_stack(['image1.jpg', 'image2.jpg', 'image3.jpg'])
+stacker.save_image(result, 'output.jpg')
+
+# Process multiple stacks in a directory
+import glob
+image_paths = glob.glob('path/to/images/*.jpg')
+stacks = stacker.split_into_stacks(image_paths, stack_size=3)
+
+for i, stack in enumerate(stacks):
+    result = stacker.process_stack(stack)
+    stacker.save_image(result, f'output_{i+1}.jpg')
+"""
+
+
+def test_the_original_tools_example_runs_verbatim(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "path" / "to" / "images"
+    folder.mkdir(parents=True)
+    for seed, names in ((1, ["image1.jpg", "image2.jpg", "image3.jpg"]), (2, None)):
+        sim = simulate_stack((40, 48), 6 if names is None else 3, rgb=True, seed=seed)
+        for k, frame in enumerate(sim.frames):
+            save_image(frame, tmp_path / names[k] if names else folder / f"z{k + 1}.jpg")
+    namespace = {}
+    exec(compile(ORIGINAL_EXAMPLE, "original_example.py", "exec"), namespace)
+    stacker = namespace["stacker"]
+    assert (stacker.radius, stacker.smoothing, stacker.scale_factor) == (8, 4, 2)
+    assert [type(path) for stack in namespace["stacks"] for path in stack] == [str] * 6
+    assert namespace["stacks"][1] == [f"path/to/images/z{k}.jpg" for k in (4, 5, 6)]
+    for name in ("output.jpg", "output_1.jpg", "output_2.jpg"):
+        image, _ = read_image(tmp_path / name)
+        assert image.shape == (80, 96, 3) and image.dtype == np.uint8, name
+    assert not (tmp_path / "output_3.jpg").exists()

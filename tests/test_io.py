@@ -645,12 +645,14 @@ def test_read_metadata_of_foreign_tiff(tmp_path):
 def test_split_into_stacks():
     paths = [f"img{i}.jpg" for i in (10, 2, 1, 3, 4, 5, 6, 7, 8, 9)]
     stacks = split_into_stacks(paths, 4)
-    assert [[p.name for p in stack] for stack in stacks] == [
+    assert stacks == [  # strings in, strings out
         ["img1.jpg", "img2.jpg", "img3.jpg", "img4.jpg"],
         ["img5.jpg", "img6.jpg", "img7.jpg", "img8.jpg"],
         ["img9.jpg", "img10.jpg"],
     ]
     assert split_into_stacks([], 3) == []
+    as_paths = split_into_stacks([Path(p) for p in paths], 4)
+    assert as_paths[2] == [Path("img9.jpg"), Path("img10.jpg")] and isinstance(as_paths[0][0], Path)
 
 
 def test_split_into_stacks_refuses_a_lone_leftover_and_tiny_stacks():

@@ -228,7 +228,7 @@ def group_by_size(paths, stack_size):
     Uses :func:`napari_focus_stack.io.split_into_stacks` (natural order; a last,
     shorter stack is kept when it has at least 2 frames).
     """
-    return _numbered(split_into_stacks(paths, stack_size))
+    return _numbered([[Path(path) for path in group] for group in split_into_stacks(paths, stack_size)])
 
 
 def group_by_regex(paths, pattern):

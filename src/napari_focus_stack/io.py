@@ -1452,7 +1452,8 @@ def split_into_stacks(paths, stack_size):
 
     Returns
     -------
-    stacks : list of list of pathlib.Path
+    stacks : list of list
+        The paths as given (str stays str, Path stays Path).
 
     Raises
     ------
@@ -1461,16 +1462,16 @@ def split_into_stacks(paths, stack_size):
 
     Examples
     --------
-    >>> [[p.name for p in stack] for stack in split_into_stacks(["c2", "a10", "a9", "b1"], 2)]
+    >>> split_into_stacks(["c2", "a10", "a9", "b1"], 2)
     [['a9', 'a10'], ['b1', 'c2']]
     """
     if stack_size < 2:
         raise ValueError(f"stack_size must be at least 2, not {stack_size}")
-    ordered = sorted((Path(path) for path in paths), key=natural_sort_key)
+    ordered = sorted(paths, key=lambda path: natural_sort_key(Path(path)))
     stacks = [ordered[start : start + stack_size] for start in range(0, len(ordered), stack_size)]
     if stacks and len(stacks[-1]) < 2:
         raise ValueError(
             f"{len(ordered)} files do not split into stacks of {stack_size}: 1 file is left "
-            f"over ({stacks[-1][0].name}); a stack needs at least 2 frames"
+            f"over ({Path(stacks[-1][0]).name}); a stack needs at least 2 frames"
         )
     return stacks
