@@ -225,3 +225,77 @@ def test_one_stack_runs_on_small_pages_and_restores_numpys_setting(tmp_path, fra
         assert seen == [False, True, True]
     finally:
         switch(before)
+
+
+# --- microscope files: channels along one depth, time points -------------------------
+
+
+@pytest.fixture
+def hyperstack(tmp_path):
+    """An OME-TIFF (T=2, C=2, Z=8) of two fluorescence channels, the second time point mirrored."""
+    from napari_focus_stack.synthetic import render_channels
+
+    channels, _, _ = render_channels((96, 96), 8, seed=0)
+    data = np.stack([np.stack(channels), np.stack(channels)[:, :, :, ::-1]])
+    path = tmp_path / "cells.ome.tif"
+    metadata = {"axes": "TCZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5, "PhysicalSizeZ": 2.0}
+    tifffile.imwrite(path, data, ome=True, metadata={**metadata, "Channel": {"Name": ["nuclei", "actin"]}})
+    return path, [c[:, :, ::-1] for c in channels]
+
+
+def test_channels_of_a_microscope_file_share_one_depth(tmp_path, hyperstack, capsys):
+    pytest.importorskip("bioio_ome_tiff")
+    from napari_focus_stack import focus_stack_channels
+
+    path, mirrored = hyperstack
+    out, depth = tmp_path / "fused.tif", tmp_path / "depth.tif"
+    code, err = run_cli(capsys, str(path), "-o", str(out), "--depth", str(depth), "--time", "1", "--align", "none")
+    assert code == 0 and "fused 2 channels of 8 frames" in err
+    expected = focus_stack_channels(mirrored, align="none")
+    fused = tifffile.imread(out)
+    assert fused.shape == (2, 96, 96) and fused.dtype == np.uint16
+    np.testing.assert_array_equal(fused, expected.fused)
+    np.testing.assert_array_equal(tifffile.imread(depth), expected.depth)
+    info = read_metadata(out)
+    assert info["axes"] == "CYX" and info["channels"]["names"] == ["nuclei", "actin"]
+    assert info["channels"]["depth_from"] == "all"
+
+
+def test_one_channel_or_depth_from_one_channel(tmp_path, hyperstack, capsys):
+    pytest.importorskip("bioio_ome_tiff")
+    path, mirrored = hyperstack
+    out = tmp_path / "actin.tif"
+    code, _ = run_cli(capsys, str(path), "-o", str(out), "--time", "1", "--channel", "actin", "--align", "none")
+    assert code == 0
+    np.testing.assert_array_equal(tifffile.imread(out), focus_stack(mirrored[1], align="none").fused)
+    depth = tmp_path / "depth.tif"
+    code, _ = run_cli(
+        capsys, str(path), "-o", str(tmp_path / "f.tif"), "--depth", str(depth), "--time", "0", "--depth-from", "0",
+        "--align", "none",
+    )  # fmt: skip
+    assert code == 0
+    np.testing.assert_array_equal(tifffile.imread(depth), focus_stack(tifffile.imread(path)[0, 0], align="none").depth)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ((), "has 2 time points: pick one with --time T (0 to 1)"),
+        (("--time", "1", "--channel", "dapi"), "no channel named 'dapi'; it has nuclei, actin"),
+        (("--time", "1", "--depth-from", "2"), "depth_from channel 2 does not exist: there are 2 channels"),
+        (("--time", "5"), "time point 5 out of range: the file has 2"),
+    ],
+)
+def test_microscope_file_mistakes_are_one_line(tmp_path, hyperstack, capsys, extra, message):
+    pytest.importorskip("bioio_ome_tiff")
+    path, _ = hyperstack
+    code, err = run_cli(capsys, str(path), "-o", str(tmp_path / "f.tif"), *extra)
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "f.tif").exists()
+
+
+def test_several_channels_need_a_tiff(tmp_path, hyperstack, capsys):
+    pytest.importorskip("bioio_ome_tiff")
+    path, _ = hyperstack
+    code, err = run_cli(capsys, str(path), "-o", str(tmp_path / "f.png"), "--time", "0")
+    assert code == 2 and "2 channels are written as one multi-channel TIFF: use a .tif name" in err

@@ -39,7 +39,7 @@ from .io import FrameSequence, StackReadError, open_stack
 ALL_CHANNELS = "all"
 #: Smallest noise level (in units of a channel's value range) a channel is
 #: divided by, so a noiseless (synthetic) channel cannot dominate infinitely.
-MIN_NOISE = 1e-4
+MIN_NOISE = 1e-6
 
 
 def check_depth_from(depth_from, n_channels):

@@ -45,6 +45,16 @@ def build_parser():
     p.add_argument(
         "--reference", type=int, metavar="K", help="align to frame K (0 = first) instead of the middle frame"
     )
+    micro = p.add_argument_group("microscope files (CZI, ND2, LIF, OME-Zarr, OME-TIFF hyperstacks)")
+    micro.add_argument(
+        "--depth-from",
+        default="all",
+        metavar="{all,C}",
+        help="with several channels: take the one shared depth map from every channel's focus combined "
+        "(default) or from channel C; every channel is fused along it into one multi-channel TIFF",
+    )
+    micro.add_argument("--channel", metavar="C", help="fuse only channel C (an index or a channel name)")
+    micro.add_argument("--time", type=int, metavar="T", help="the time point to fuse (0 = first)")
     add_engine_options(p)
     return p
 
@@ -180,7 +190,23 @@ def run_one(args):
         raise UsageError(str(exc)) from exc
     roles = output_paths(args)
     source = args.inputs[0] if len(args.inputs) == 1 else args.inputs
-    frames = open_stack(source)
+    channels = open_channels(source, args)
+    frames = channels[0]
+    several = len(channels) > 1
+    if several:
+        from .channels import check_depth_from
+
+        try:
+            depth_from = check_depth_from(args.depth_from, len(channels))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if roles["fused image"].suffix.lower() not in (".tif", ".tiff"):
+            raise UsageError(
+                f"cannot write {roles['fused image'].name}: {len(channels)} channels are written as one "
+                "multi-channel TIFF: use a .tif name (or pick one with --channel)"
+            )
+    elif str(args.depth_from).lower() != "all":
+        warn("--depth-from applies to stacks of several channels; this one has one")
     try:
         check_storable(frames.dtype, roles["fused image"])
     except ValueError as exc:
@@ -193,7 +219,14 @@ def run_one(args):
     args.outputs = outputs
     with outputs:
         bars = None if args.quiet else progress_bar()
-        steps = run_pipeline(frames, params, backends, metadata=frames.metadata, max_memory=args.max_memory)
+        if several:
+            from .channels import iter_focus_stack_channels
+
+            steps = iter_focus_stack_channels(
+                channels, depth_from=depth_from, **params.as_dict(), max_memory=args.max_memory
+            )
+        else:
+            steps = run_pipeline(frames, params, backends, metadata=frames.metadata, max_memory=args.max_memory)
         try:
             result = drain(steps, bars)
         except ValueError as exc:  # a reference frame beyond the stack, a budget too small, a corrupt frame
@@ -213,6 +246,8 @@ def run_one(args):
         images = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}
         for role in roles:
             metadata = info if role == "fused image" else {**info, "content": role}
+            if several and role == "fused image":
+                metadata = {**metadata, "axes": "CYX", "channels": channel_description(channels, result)}
             try:
                 outputs.write_image(role, images[role], metadata=metadata)
             except ValueError as exc:  # what the format cannot store
@@ -220,9 +255,51 @@ def run_one(args):
         outputs.commit()
     args.written = list(roles.values())
     if not args.quiet:
-        size = "x".join(str(s) for s in result.fused.shape[:2][::-1])
-        print(f"{PROG}: fused {len(frames)} frames into {roles['fused image']} ({size}, {result.device})", file=sys.stderr)
+        size = "x".join(str(s) for s in (result.fused.shape[-2:] if several else result.fused.shape[:2])[::-1])
+        what = f"{len(channels)} channels of {len(frames)} frames" if several else f"{len(frames)} frames"
+        print(f"{PROG}: fused {what} into {roles['fused image']} ({size}, {result.device})", file=sys.stderr)
     return 0
+
+
+def open_channels(source, args):
+    """The stacks to fuse: one, or one per channel of a microscope file (along one depth).
+
+    A microscope file (or OME-TIFF hyperstack) with several time points
+    needs ``--time``; with several channels every channel is fused unless
+    ``--channel`` picks one.
+    """
+    from .io import StackReadError, open_stack
+
+    picked = args.channel is not None or args.time is not None
+    if not picked:
+        try:
+            return [open_stack(source)]
+        except StackReadError as exc:
+            if "open_hyperstack" not in str(exc):  # not a file of several stacks
+                raise
+    elif not isinstance(source, str):
+        raise UsageError("--channel and --time pick from one microscope file, not from several inputs")
+    from .formats import open_hyperstack
+
+    hyperstack = open_hyperstack(source)
+    times = hyperstack.sizes["T"]
+    if args.time is None and times > 1:
+        raise UsageError(
+            f"{source}: has {times} time points: pick one with --time T (0 to {times - 1}), "
+            "or fuse each with the batch command"
+        )
+    time = 0 if args.time is None else args.time
+    if args.channel is not None:
+        channel = int(args.channel) if str(args.channel).isdigit() else args.channel
+        return [hyperstack.stack(time, channel)]
+    return [hyperstack.stack(time, c) for c in range(hyperstack.sizes["C"])]
+
+
+def channel_description(channels, result):
+    """What the fused TIFF's pages are, for its metadata."""
+    names = [(stack.metadata.get("hyperstack") or {}).get("channel_name") for stack in channels]
+    info = result.metadata.get("channels") or {}
+    return {"names": names, "depth_from": info.get("depth_from"), "weights": info.get("weights")}
 
 
 BATCH_EXAMPLES = r"""examples:

@@ -1044,6 +1044,8 @@ def save_image(image, path, *, metadata=None):
         TIFF only: stored as JSON in the ImageDescription (read it back with
         :func:`read_metadata`); ``"pixel_size_um"`` ``(y, x)`` also sets the
         resolution tags. Values may be NumPy arrays and scalars.
+        ``"axes": "CYX"`` saves a ``(C, Y, X)`` image of several channels,
+        one TIFF page per channel (TIFF only).
 
     Returns
     -------
@@ -1068,14 +1070,20 @@ def image_writer(image, path, *, metadata=None):
     path = Path(path)
     extension = path.suffix.lower()
     image = np.asarray(image)
-    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
+    channels_first = (metadata or {}).get("axes") == "CYX"
+    if channels_first:
+        if image.ndim != 3:
+            raise ValueError(f"images of several channels are (C, Y, X), not {image.shape}")
+        if extension not in TIFF_EXTENSIONS:
+            raise ValueError("images of several channels are saved as one multi-channel TIFF: use a .tif name")
+    elif not (image.ndim == 2 or (image.ndim == 3 and image.shape[-1] == 3)):
         raise ValueError(f"save_image takes (Y, X) or (Y, X, 3) images, not {image.shape}")
     if extension in TIFF_EXTENSIONS:
         # Serialised first, so that metadata JSON cannot hold fails before any file exists.
         description = json.dumps(metadata, default=_json_default) if metadata else None
         pixel_size = (metadata or {}).get("pixel_size_um")
         write = partial(
-            _write_tiff, image=image, description=description, pixel_size_um=pixel_size
+            _write_tiff, image=image, description=description, pixel_size_um=pixel_size, channels_first=channels_first
         )
     elif extension in SAVE_EXTENSIONS:
         encoded = _encode_with_opencv(image, extension)
@@ -1368,7 +1376,7 @@ def _signals_held():
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-def _write_tiff(file, *, image, description, pixel_size_um):
+def _write_tiff(file, *, image, description, pixel_size_um, channels_first=False):
     resolution = {}
     if pixel_size_um is not None:
         y_size, x_size = (float(size) for size in pixel_size_um)
@@ -1376,7 +1384,7 @@ def _write_tiff(file, *, image, description, pixel_size_um):
     tifffile.imwrite(
         file,
         image,
-        photometric="rgb" if image.ndim == 3 else "minisblack",
+        photometric="rgb" if image.ndim == 3 and not channels_first else "minisblack",
         description=description,
         metadata=None,  # no tifffile shape description beside ours
         **resolution,
