@@ -6,6 +6,7 @@ writer and CZI by pylibCZIrw (which bioio-czi brings). No installed package
 ships a small ND2 or LIF file, so those readers are not exercised here.
 """
 
+import importlib.util
 import re
 import sys
 import tracemalloc
@@ -258,6 +259,25 @@ def test_single_stack_ome_tiff_keeps_the_tifffile_path(tmp_path):
     assert metadata["z_step_um"] == pytest.approx(2.0)
 
 
+def test_ome_tiff_scenes(tmp_path):
+    pytest.importorskip("bioio_ome_tiff")
+    first, second = hyperstack_data((1, 1, 3, 16, 24)), hyperstack_data((1, 1, 5, 8, 12)) // 2
+    path = tmp_path / "positions.ome.tif"
+    with tifffile.TiffWriter(path, ome=True) as tif:
+        for data in (first, second):
+            tif.write(data[0, 0], metadata={"axes": "ZYX", "PhysicalSizeX": 0.5, "PhysicalSizeY": 0.5})
+    hyperstack = formats.open_hyperstack(path)
+    assert len(hyperstack.scenes) == 2 and hyperstack.scene == 0
+    assert hyperstack.sizes == {"T": 1, "C": 1, "Z": 3, "Y": 16, "X": 24}
+    assert hyperstack.describe() == "2 scenes"
+    frames = hyperstack.stack(scene=1)
+    assert frames.shape == (5, 8, 12)
+    np.testing.assert_array_equal(read_stack(frames)[0], second[0, 0])
+    assert frames.metadata["hyperstack"]["scene"] == hyperstack.scenes[1]
+    other = formats.open_hyperstack(path, scene=hyperstack.scenes[1])
+    assert other.scene == 1 and other.sizes["Z"] == 5
+
+
 def test_hyperstack_positions_out_of_range_are_named(tmp_path):
     pytest.importorskip("bioio_ome_tiff")
     path = write_ome_tiff(tmp_path / "cells.ome.tif", hyperstack_data())
@@ -443,6 +463,21 @@ def test_a_file_no_bioio_reader_recognises_is_named(tmp_path):
     with pytest.raises(StackReadError) as caught:
         open_stack(path)
     assert str(caught.value) == f"{path}: not a readable Nikon ND2 file (no bioio reader recognises it)"
+
+
+def test_a_missing_reader_plugin_is_named(tmp_path, monkeypatch):
+    pytest.importorskip("bioio")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *args: None if name == "bioio_lif" else find_spec(name, *args)
+    )
+    path = tmp_path / "cells.lif"
+    path.write_bytes(b"not a lif file" * 100)
+    with pytest.raises(StackReadError) as caught:
+        open_stack(path)
+    assert str(caught.value) == (
+        f'{path}: reading it needs the bioio plugin bioio-lif: pip install "napari-focus-stack[formats]"'
+    )
 
 
 def test_a_microscope_file_in_a_list_of_frames_is_refused(tmp_path):

@@ -216,7 +216,9 @@ def _open_bioimage(path, scene):
         except unsupported:
             plugin_name = _PLUGINS.get(Path(path).suffix.lower(), "bioio-ome-tiff")
             if importlib.util.find_spec(plugin_name.replace("-", "_")) is None:
-                raise StackReadError(f"{path}: reading it needs the bioio plugin {plugin_name}: {_FORMATS_EXTRA}") from None
+                raise StackReadError(
+                    f"{path}: reading it needs the bioio plugin {plugin_name}: {_FORMATS_EXTRA}"
+                ) from None
             raise StackReadError(
                 f"{path}: not a readable {_microscope_kind(path)} file (no bioio reader recognises it)"
             ) from None
