@@ -11,7 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from napari_focus_stack import focus_stack, simulate_stack
+from napari_focus_stack import focus_stack, focus_stack_channels, simulate_stack
+from napari_focus_stack.synthetic import render_channels
 from napari_focus_stack.engine.result import METHODS
 
 OUT = Path(__file__).resolve().parent / "images"
@@ -32,6 +33,40 @@ def coloured_depth(depth, n_slices):
     """Depth in slices as an RGB viridis image over the stack's range."""
     scaled = np.clip(depth / (n_slices - 1) * 255, 0, 255).astype(np.uint8)
     return cv2.applyColorMap(scaled, cv2.COLORMAP_VIRIDIS)[..., ::-1]
+
+
+def composite(nuclei, actin, limits):
+    """Two fluorescence channels as cyan and magenta, each over its display range ``limits``."""
+    (low0, high0), (low1, high1) = limits
+    a = np.clip((nuclei.astype(np.float32) - low0) / (high0 - low0), 0, 1)
+    b = np.clip((actin.astype(np.float32) - low1) / (high1 - low1), 0, 1)
+    rgb = np.stack([b, a, np.clip(a + b, 0, 1)], axis=-1)
+    return (rgb * 255).astype(np.uint8)
+
+
+def depth_with_holes(depth, n_slices):
+    """Coloured depth, grey where it is NaN (hidden: no usable focus signal)."""
+    image = coloured_depth(np.nan_to_num(depth), n_slices)
+    image[np.isnan(depth)] = 96
+    return image
+
+
+def fluorescence_figure(n=12):
+    """Two fluorescence channels fused along one depth map (README, 'For microscopists')."""
+    channels, _, _ = render_channels((384, 384), n, seed=3)
+    limits = [tuple(np.percentile(c, (1, 99.8))) for c in channels]
+    shared = focus_stack_channels(channels, mark_unfocused=True, device="cpu")
+    nuclei_only = focus_stack(channels[0], mark_unfocused=True, device="cpu")
+    save_row(
+        "fluorescence.png",
+        [
+            labelled(composite(channels[0][2], channels[1][2], limits), "frame 3 of 12"),
+            labelled(composite(channels[0][9], channels[1][9], limits), "frame 10 of 12"),
+            labelled(composite(shared.fused[0], shared.fused[1], limits), "fused, one depth"),
+            labelled(depth_with_holes(shared.depth, n), "depth: both channels"),
+            labelled(depth_with_holes(nuclei_only.depth, n), "depth: nuclei only"),
+        ],
+    )
 
 
 def save_row(name, panels):
@@ -84,6 +119,7 @@ def main():
             for m in METHODS
         ],
     )
+    fluorescence_figure()
 
 
 if __name__ == "__main__":
