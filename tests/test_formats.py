@@ -485,3 +485,41 @@ def test_a_microscope_file_in_a_list_of_frames_is_refused(tmp_path):
     (tmp_path / "b.png").write_bytes(b"png")
     with pytest.raises(StackReadError, match=re.escape(f"{tmp_path / 'a.czi'}: a microscope file holds")):
         open_stack([tmp_path / "b.png", tmp_path / "a.czi"])
+
+
+# --- Batch: microscope files are stacks of their own -------------------------------------
+
+
+def test_batch_fuses_each_time_point_of_a_microscope_file_along_one_depth(tmp_path, capsys):
+    pytest.importorskip("bioio_ome_zarr")
+    from napari_focus_stack import focus_stack_channels
+    from napari_focus_stack.cli import main
+    from napari_focus_stack.io import read_metadata
+    from napari_focus_stack.synthetic import render_channels, simulate_stack
+
+    channels, _, _ = render_channels((48, 64), 5, seed=1)
+    data = np.stack([np.stack(channels), np.stack(channels)[:, :, ::-1]])  # (T, C, Z, Y, X)
+    root = tmp_path / "plates"
+    write_ome_zarr(root / "plate1" / "cells.ome.zarr", data, channels=["nuclei", "actin"])
+    frames = root / "plate1" / "B02"
+    frames.mkdir()
+    for k, frame in enumerate(simulate_stack((48, 64), 4, seed=2).frames):
+        tifffile.imwrite(frames / f"z{k}.tif", frame)
+    stacks = batch.group_by_subfolder(root)
+    assert [(s.name, s.time, len(s.paths)) for s in stacks] == [
+        ("plate1/B02", None, 4), ("plate1/cells_t000", 0, 1), ("plate1/cells_t001", 1, 1),
+    ]  # fmt: skip
+    out = tmp_path / "out"
+    assert main(["batch", str(root), "-o", str(out), "--depth", "--align", "none"]) == 0
+    assert "3 stacks: 3 done" in capsys.readouterr().err
+    for t in (0, 1):
+        fused = tifffile.imread(out / f"plate1_cells_t00{t}.tif")
+        expected = focus_stack_channels([data[t, c] for c in range(2)], align="none")
+        assert fused.shape == (2, 48, 64)
+        np.testing.assert_array_equal(fused, expected.fused)
+        np.testing.assert_array_equal(tifffile.imread(out / f"plate1_cells_t00{t}_depth.tif"), expected.depth)
+        assert read_metadata(out / f"plate1_cells_t00{t}.tif")["axes"] == "CYX"
+    assert main(["batch", str(root), "-o", str(out), "--depth", "--align", "none", "--resume", "--dry-run"]) == 0
+    assert capsys.readouterr().out.count("(complete: skipped)") == 3
+    code = main(["batch", str(root), "-o", str(tmp_path / "png"), "--format", "png", "--align", "none", "-q"])
+    assert code == 1 and "2 channels are written as one multi-channel TIFF: use --format tif" in capsys.readouterr().err

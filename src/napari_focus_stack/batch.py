@@ -68,13 +68,47 @@ class BatchPlanError(ValueError):
 
 @dataclass(frozen=True)
 class Stack:
-    """One focal stack of a batch: a name and its frame files, in stacking order."""
+    """One focal stack of a batch: a name and its frame files, in stacking order.
+
+    A stack of a microscope file (CZI, ND2, LIF, OME-Zarr) has that one file
+    as its path and, when the file holds several time points, the ``time``
+    point it is; its channels are fused along one depth (:func:`stack_channels`).
+    """
 
     name: str
     paths: tuple
+    time: Optional[int] = None
 
     def __post_init__(self):
         object.__setattr__(self, "paths", tuple(os.fspath(path) for path in self.paths))
+
+    @property
+    def is_microscope_file(self):
+        from .formats import is_microscope_file
+
+        return len(self.paths) == 1 and is_microscope_file(self.paths[0])
+
+
+def stack_channels(stack):
+    """The frames of ``stack``: one :class:`FrameSequence`, or one per channel of a microscope file."""
+    if not stack.is_microscope_file:
+        return [open_stack(list(stack.paths))]
+    from .formats import open_hyperstack
+
+    hyperstack = open_hyperstack(stack.paths[0])
+    time = stack.time or 0
+    return [hyperstack.stack(time, c) for c in range(hyperstack.sizes["C"])]
+
+
+def microscope_stacks(path, name):
+    """The stacks of a microscope file: one, or one per time point (``<name>_t000``...)."""
+    from .formats import open_hyperstack
+
+    times = open_hyperstack(path).sizes["T"]
+    if times == 1:
+        return [Stack(name, [path])]
+    width = max(3, len(str(times - 1)))
+    return [Stack(f"{name}_t{t:0{width}d}", [path], time=t) for t in range(times)]
 
 
 @dataclass(frozen=True)
@@ -85,6 +119,9 @@ class BatchOptions:
     ----------
     radius, smoothing, scale_factor, method, align, device
         As for :func:`napari_focus_stack.focus_stack`.
+    depth_from : "all" or int
+        For microscope files of several channels: where their one shared
+        depth comes from (:func:`napari_focus_stack.focus_stack_channels`).
     format : str
         Extension of the fused image, one of :data:`OUTPUT_FORMATS`.
     depth, confidence : bool
@@ -101,6 +138,7 @@ class BatchOptions:
     method: str = DEFAULTS["method"]
     align: str = DEFAULTS["align"]
     device: str = DEFAULTS["device"]
+    depth_from: object = "all"
     format: str = "tif"
     depth: bool = False
     confidence: bool = False
@@ -114,6 +152,10 @@ class BatchOptions:
         if fmt not in OUTPUT_FORMATS:
             raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
         object.__setattr__(self, "format", fmt)
+        depth_from = str(self.depth_from).strip().lower()
+        if depth_from != "all" and not depth_from.isdigit():
+            raise ValueError(f"depth_from must be 'all' or a channel index, got {self.depth_from!r}")
+        object.__setattr__(self, "depth_from", depth_from if depth_from == "all" else int(depth_from))
         if self.threads_per_stack is not None and int(self.threads_per_stack) < 1:
             raise ValueError(f"threads_per_stack must be at least 1, got {self.threads_per_stack}")
 
@@ -134,6 +176,8 @@ class BatchOptions:
         """
         params = self.stack_params().as_dict()
         del params["device"]
+        if self.depth_from != "all":  # only multichannel microscope files use it
+            params["depth_from"] = self.depth_from
         return params
 
 
@@ -180,7 +224,10 @@ def group_by_subfolder(root, *, exclude=(), skipped=None):
     symbolic links not followed); a stack is named by its folder's path
     relative to ``root`` (``plate1/A01``). Images directly in ``root`` belong
     to no stack, and neither do folders of earlier results
-    (:func:`batch_outputs_reason`) or folders that cannot be read.
+    (:func:`batch_outputs_reason`) or folders that cannot be read. Each
+    microscope file (CZI, ND2, LIF, OME-Zarr) found is a stack of its own, or
+    one per time point (:func:`microscope_stacks`), named by its path
+    without the extension.
 
     Parameters
     ----------
@@ -196,14 +243,32 @@ def group_by_subfolder(root, *, exclude=(), skipped=None):
     list of Stack
         In natural order of their names.
     """
+    from .formats import is_microscope_file
+
     root = Path(root)
     excluded = {Path(folder).resolve() for folder in exclude}
     stacks = []
-    for folder, subfolders, _ in os.walk(root):
+    for folder, subfolders, files in os.walk(root):
         subfolders[:] = [
             name for name in subfolders if not name.startswith(".") and (Path(folder) / name).resolve() not in excluded
         ]
         folder = Path(folder)
+        # microscope files (and OME-Zarr folders, not searched further) are stacks of their own
+        zarrs = [name for name in subfolders if is_microscope_file(folder / name)]
+        subfolders[:] = [name for name in subfolders if name not in zarrs]
+        micro = sorted(
+            [folder / name for name in files if not name.startswith(".") and is_microscope_file(folder / name)]
+            + [folder / name for name in zarrs],
+            key=natural_sort_key,
+        )
+        for path in micro:
+            name = path.relative_to(root).with_suffix("").as_posix()
+            name = name[: -len(".ome")] if name.lower().endswith(".ome") else name  # cells.ome.zarr -> cells
+            try:
+                stacks.extend(microscope_stacks(path, name))
+            except (ValueError, OSError) as exc:  # StackReadError: bioio missing, a corrupt file
+                if skipped is not None:
+                    skipped.append((name, str(exc).splitlines()[0]))
         if folder == root:
             continue
         name = folder.relative_to(root).as_posix()

@@ -309,6 +309,7 @@ BATCH_EXAMPLES = r"""examples:
   napari-focus-stack batch frames/ -o fused/ --auto --dry-run     find the focus sweeps, list the stacks
   napari-focus-stack batch scans/ -o fused/ --depth --format png --workers 4 --resume
   napari-focus-stack batch scans/ -o fused/ --scheduler tcp://head-node:8786
+  napari-focus-stack batch plates/ -o fused/ --depth              every .czi/.nd2/.lif/.zarr: one stack per time point
 """
 
 
@@ -354,6 +355,14 @@ def build_batch_parser():
         "--resume", action="store_true", help="skip stacks a previous run completed with the same options"
     )
     outputs.add_argument("--dry-run", action="store_true", help="list the stacks and their outputs; write nothing")
+    outputs.add_argument(
+        "--depth-from",
+        default="all",
+        metavar="{all,C}",
+        help="microscope files (CZI, ND2, LIF, OME-Zarr) are stacks of their own, one per time point, every "
+        "channel fused along one depth into a multi-channel TIFF: the depth from all channels combined "
+        "(default) or from channel C",
+    )
     where = p.add_argument_group("where to run (default: one stack after the other, in this process)")
     where = where.add_mutually_exclusive_group()
     where.add_argument(
@@ -379,7 +388,7 @@ def batch_options(args):
     options = dict(
         radius=args.radius, smoothing=args.smoothing, scale_factor=args.scale_factor, method=args.method,
         align=args.align, device=args.device, format=args.format, depth=args.depth, confidence=args.confidence,
-        max_memory=args.max_memory, threads_per_stack=args.threads_per_stack,
+        max_memory=args.max_memory, threads_per_stack=args.threads_per_stack, depth_from=args.depth_from,
     )  # fmt: skip
     try:
         BatchOptions(**options)

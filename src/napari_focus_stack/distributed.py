@@ -26,6 +26,7 @@ import cv2
 
 from . import io as stack_io
 from .api import iter_focus_stack
+from .channels import iter_focus_stack_channels
 from .batch import (
     BatchOptions,
     Stack,
@@ -33,6 +34,7 @@ from .batch import (
     is_complete,
     manifest_record,
     plan_outputs,
+    stack_channels,
     stack_outputs,
 )
 from .engine.backend import DeviceUnavailableError, get_backends, gpu_count
@@ -182,16 +184,26 @@ def process_one(stack, outdir, options):
         )
         with reserved:
             inputs = input_fingerprints(stack)
-            frames = stack_io.open_stack(list(stack.paths))
+            channels = stack_channels(stack)
+            frames, several = channels[0], len(channels) > 1
+            n_frames = len(frames)
             stack_io.check_storable(frames.dtype, outputs.fused)  # before computing
+            if several and outputs.fused.suffix.lower() not in (".tif", ".tiff"):
+                raise ValueError(f"{len(channels)} channels are written as one multi-channel TIFF: use --format tif")
             engine = {**options.engine_options(), "device": worker_device(options.device)}
             with opencv_threads(options.threads_per_stack):
-                result = drain(iter_focus_stack(frames, **engine))
+                if several:
+                    steps = iter_focus_stack_channels(channels, depth_from=options.depth_from, **engine)
+                else:
+                    steps = iter_focus_stack(frames, **engine)
+                result = drain(steps)
             warning = stack_io.non_finite_warning(result.metadata) or ""
             info = {**result.provenance(), "stack": stack.name}
             pixels = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}
             for role in images:
                 metadata = info if role == "fused image" else {**info, "content": role}
+                if several and role == "fused image":
+                    metadata = {**metadata, "axes": "CYX", "channels": result.metadata.get("channels")}
                 reserved.write_image(role, pixels[role], metadata=metadata)
             record = manifest_record(stack, outputs, options, inputs, sizes=reserved.sizes())
             data = json.dumps(record, indent=1).encode()
@@ -200,7 +212,7 @@ def process_one(stack, outdir, options):
     except USER_DATA_ERRORS as exc:
         return StackOutcome(stack.name, "failed", describe_error(exc), len(stack.paths), time.perf_counter() - started)
     seconds = time.perf_counter() - started
-    return StackOutcome(stack.name, "done", "", len(stack.paths), seconds, warning)
+    return StackOutcome(stack.name, "done", "", n_frames, seconds, warning)
 
 
 def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, resume=False, progress=None, **options):
@@ -271,7 +283,7 @@ def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, res
         options = replace(options, threads_per_stack=1)
     outdir = Path(outdir).absolute()
     # absolute paths, so that workers started elsewhere find the same files
-    stacks = [Stack(stack.name, [os.path.abspath(path) for path in stack.paths]) for stack in stacks]
+    stacks = [replace(stack, paths=[os.path.abspath(path) for path in stack.paths]) for stack in stacks]
     plans = plan_outputs(stacks, outdir, options)
     check_before_running(options, outdir, here=client is None and scheduler is None)
 
