@@ -114,6 +114,18 @@ def test_a_set_of_channel_layers_gives_one_depth_and_a_fused_layer_per_channel(m
         np.testing.assert_array_equal(layer.data[0], expected.fused[c])
     assert "actin depth" not in viewer.layers
     np.testing.assert_array_equal(viewer.layers["nuclei depth"].metadata[layers.RUN_KEY].depth, expected.depth)
+    widget.edit_depth()
+    edits = viewer.layers["nuclei depth edits"]
+    assert edits.data.shape == (64, 80)
+    edits.data[5:25, 10:40] = 1  # the first frame
+    before = viewer.layers["actin fused"].data.copy()
+    widget.refuse()
+    for name in ("nuclei", "actin"):
+        layer = viewer.layers[f"{name} fused"]
+        assert layer.metadata["focus_stack"]["retouched"]
+    after = viewer.layers["actin fused"].data
+    assert np.any(after[0, 5:25, 10:40] != before[0, 5:25, 10:40])
+    np.testing.assert_array_equal(after[0, 30:], before[0, 30:])
 
 
 def test_unfocused_depth_is_hidden_by_default_and_kept_underneath(make_napari_viewer):
@@ -178,3 +190,50 @@ def test_a_lazy_layer_is_read_one_frame_at_a_time():
     assert count == expected_steps(layout, CPU, (32, 40))
     assert sorted(reads) == [(t, z) for t in range(2) for z in range(5)]
     np.testing.assert_array_equal(run.fused[1, 0], focus_stack(sims[1], align="none", device="cpu").fused)
+
+
+def test_refuse_with_channels_moves_every_channel_along_the_edited_depth(two_channels):
+    from napari_focus_stack import fuse_from_depth
+    from napari_focus_stack._napari.stacking import edited_depth, iter_refuse
+
+    data = np.stack([np.stack(two_channels)] * 2)  # (T, C, Z, Y, X)
+    layout = StackLayout(data.shape, 2, False, channel_axis=1)
+    steps = iter_stack_layer(data, layout, CPU)
+    count = 0
+    try:
+        while True:
+            next(steps)
+            count += 1
+    except StopIteration as done:
+        run = done.value
+    assert count == expected_steps(layout, CPU, (64, 80)) == 2 * (6 + 2 * 6)
+    edits = layers.edits_layer(run)[0]
+    assert edits.shape == run.depth.shape == (2, 1, 1, 64, 80)
+    edits[1, 0, 0, 10:30, 20:50] = 6  # time point 1: take the region from the last frame
+    fused = drain_all(iter_refuse(run, edits))
+    painted = edits[1, 0, 0] > 0
+    depth = edited_depth(run.depth[1, 0, 0], edits[1, 0, 0])
+    for c in range(2):
+        expected = fuse_from_depth(two_channels[c], depth, device="cpu")
+        np.testing.assert_array_equal(fused[1, c, 0][painted], expected[painted])
+        np.testing.assert_array_equal(fused[1, c, 0][~painted], run.fused[1, c, 0][~painted])
+    np.testing.assert_array_equal(fused[0], run.fused[0])  # time point 0 had no edits
+    aligned = layers.aligned_layer(run)[0]
+    np.testing.assert_array_equal(aligned, data)  # not aligned: the frames as they are
+
+
+def test_channels_on_the_gpu_stand_in_agree_with_the_cpu(fake_gpu, two_channels):
+    state = fake_gpu()
+    on_gpu = focus_stack_channels(two_channels, align="none", device="gpu")
+    cpu = focus_stack_channels(two_channels, align="none", device="cpu")
+    assert on_gpu.device == "gpu:0" and state.allocations[0] > 0
+    assert np.abs(on_gpu.fused.astype(int) - cpu.fused).max() <= 1
+    np.testing.assert_allclose(on_gpu.depth, cpu.depth, atol=5e-3)
+
+
+def drain_all(steps):
+    try:
+        while True:
+            next(steps)
+    except StopIteration as done:
+        return done.value
