@@ -165,6 +165,7 @@ def iter_focus_stack_channels(
     result.fused = np.stack(fused)
     result.metadata["channels"] = {
         "count": len(stacks),
+        "names": [(stack.metadata.get("hyperstack") or {}).get("channel_name") for stack in stacks],
         "depth_from": source,
         "weights": weights,
         "sources": [stack.metadata.get("source") for stack in stacks],

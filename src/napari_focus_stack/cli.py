@@ -242,14 +242,9 @@ def run_one(args):
         missing = non_finite_warning(result.metadata)
         if missing is not None:
             warn(missing)
-        info = result.provenance()
-        images = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}
-        for role in roles:
-            metadata = info if role == "fused image" else {**info, "content": role}
-            if several and role == "fused image":
-                metadata = {**metadata, "axes": "CYX", "channels": channel_description(channels, result)}
+        for role, (image, metadata) in result.output_images(roles).items():
             try:
-                outputs.write_image(role, images[role], metadata=metadata)
+                outputs.write_image(role, image, metadata=metadata)
             except ValueError as exc:  # what the format cannot store
                 raise UsageError(f"cannot write the {role} {roles[role]}: {exc}") from None
         outputs.commit()
@@ -294,12 +289,6 @@ def open_channels(source, args):
         return [hyperstack.stack(time, channel)]
     return [hyperstack.stack(time, c) for c in range(hyperstack.sizes["C"])]
 
-
-def channel_description(channels, result):
-    """What the fused TIFF's pages are, for its metadata."""
-    names = [(stack.metadata.get("hyperstack") or {}).get("channel_name") for stack in channels]
-    info = result.metadata.get("channels") or {}
-    return {"names": names, "depth_from": info.get("depth_from"), "weights": info.get("weights")}
 
 
 BATCH_EXAMPLES = r"""examples:

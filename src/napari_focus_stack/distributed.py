@@ -198,13 +198,8 @@ def process_one(stack, outdir, options):
                     steps = iter_focus_stack(frames, **engine)
                 result = drain(steps)
             warning = stack_io.non_finite_warning(result.metadata) or ""
-            info = {**result.provenance(), "stack": stack.name}
-            pixels = {"fused image": result.fused, "depth map": result.depth, "confidence map": result.confidence}
-            for role in images:
-                metadata = info if role == "fused image" else {**info, "content": role}
-                if several and role == "fused image":
-                    metadata = {**metadata, "axes": "CYX", "channels": result.metadata.get("channels")}
-                reserved.write_image(role, pixels[role], metadata=metadata)
+            for role, (image, metadata) in result.output_images(images, stack=stack.name).items():
+                reserved.write_image(role, image, metadata=metadata)
             record = manifest_record(stack, outputs, options, inputs, sizes=reserved.sizes())
             data = json.dumps(record, indent=1).encode()
             reserved.write("manifest", lambda file: file.write(data))

@@ -232,3 +232,27 @@ class StackResult:
         if self.transforms is not None:
             info["transforms"] = self.transforms.tolist()
         return info
+
+    #: What each output role holds.
+    ROLES = {"fused image": "fused", "depth map": "depth", "confidence map": "confidence"}
+
+    def output_images(self, roles, **facts) -> dict:
+        """``{role: (image, metadata)}`` to save for each of ``roles`` ("fused image", "depth map", "confidence map").
+
+        The one description of what a saved output holds, for the command
+        line, batch and Dask alike: every image carries :meth:`provenance`
+        and ``facts`` (such as the stack's name); the maps say which they
+        are (``"content"``); a fused image of several channels is ``(C, Y,
+        X)``, saved as one multi-channel TIFF (``"axes": "CYX"``) that names
+        its channels.
+        """
+        info = {**self.provenance(), **facts}
+        channels = self.metadata.get("channels")
+        images = {}
+        for role in roles:
+            if role == "fused image":
+                metadata = info if not channels else {**info, "axes": "CYX", "channels": channels}
+            else:
+                metadata = {**info, "content": role}
+            images[role] = (getattr(self, self.ROLES[role]), metadata)
+        return images
