@@ -35,7 +35,7 @@ from .align import (
     registration_image,
     shrink,
 )
-from .depth import REGULARISE_SIGMA, SliceSelector, regularise_depth
+from .depth import REGULARISE_SIGMA, SliceSelector, fill_unsupported_depth, regularise_depth
 from .focus import FocusMeasure, depth_sigma
 from .noise import NoiseProbe
 from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
@@ -486,6 +486,11 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
             b.release_memory()
         # half of what the largest tile needed, so the next plan has smaller tiles
         budget = tile_bytes(tiles, params, channels, frames.dtype.itemsize, **plan) // 2
+    if params.method != "depthmap":
+        # on the assembled map, on the host: tiles and devices give the same depth
+        clock = time.perf_counter()
+        fill_unsupported_depth(depth, confidence)
+        timings["fill"] = time.perf_counter() - clock
     metadata = {**(metadata or {}), "n_frames": n, "tiles": len(tiles)}
     transforms = partial = None
     if alignment is not None:
