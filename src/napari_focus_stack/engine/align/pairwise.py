@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .backend import LUMA_WEIGHTS
-from .result import ALIGN_MODES  # noqa: F401  (the motion models; they live with the parameters)
+from ..backend import LUMA_WEIGHTS
+from ..result import ALIGN_MODES  # noqa: F401  (the motion models; they live with the parameters)
 
 #: Long side (px) of the images transforms are estimated on. About a
 #: megapixel: enough for errors well below a pixel at 12 MP, and fast.
@@ -1303,7 +1303,7 @@ class WarpJob:
 
     def apply(self, be):
         """The output frame on ``be``'s device, in ``raw``'s dtype."""
-        from .fuse import to_dtype
+        from ..fuse import to_dtype
 
         frame = be.asarray(self.raw)
         if self.transform is not None:
