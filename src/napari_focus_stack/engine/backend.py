@@ -24,9 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
-#: Luminance weights (Rec. 601, as most cameras and OpenCV use) for decisions
-#: made on a grey image while every colour channel is carried.
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+from .luma import LUMA_WEIGHTS
 
 #: Binomial kernel of the Burt-Adelson pyramid.
 PYRAMID_KERNEL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
@@ -255,14 +253,14 @@ class NdimageBackend:
         ``transform`` (3x3, host) maps output pixel coordinates to frame
         pixel coordinates; ``image`` is the part of the frame that starts at
         ``origin`` = ``(x, y)``. Source positions are
-        :func:`~.align.source_coordinates` (float32, the same whatever part
+        :func:`~.warp.source_coordinates` (float32, the same whatever part
         is asked for, so tiles resample exactly as the whole image does); the
         kernel is Keys' cubic with ``a = -0.75`` and pixels beyond the border
         repeat it, as OpenCV's ``remap`` with ``INTER_CUBIC`` and
         ``BORDER_REPLICATE``. Works on ``(Y, X)`` and ``(Y, X, C)`` of any
         dtype; returns unrounded float32 ``(len(rows), len(cols)[, C])``.
         """
-        from .align import source_coordinates
+        from .warp import source_coordinates
 
         xp = self.xp
         height, width = image.shape[:2]

@@ -19,7 +19,7 @@ do not shift.
 
 import math
 
-import numpy as np
+from .dtypes import to_dtype
 
 #: Depth-map hand-over: up to this distance from a slice only that slice is
 #: used (sharpest pixels, best PSNR); beyond it the neighbour fades in so that
@@ -60,16 +60,6 @@ def weighted_pair(w_lower, lower_pixels, w_upper, upper_pixels, be):
     a = w_lower * lower_pixels.astype(xp.float32, copy=False)
     b = w_upper * upper_pixels.astype(xp.float32, copy=False)
     return a + b
-
-
-def to_dtype(image, dtype, be):
-    """Round and clip float32 ``image`` into ``dtype`` (float stays float32)."""
-    xp = be.xp
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return image.astype(xp.float32, copy=False)
-    info = np.iinfo(dtype)
-    return xp.clip(xp.rint(image), info.min, info.max).astype(dtype)
 
 
 class DepthMapFusion:

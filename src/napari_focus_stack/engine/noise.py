@@ -19,7 +19,7 @@ import threading
 import cv2
 import numpy as np
 
-from .backend import LUMA_WEIGHTS
+from .luma import LUMA_WEIGHTS
 
 #: Noise energies added to each focus score before weighting. 3 gave the
 #: best mean PSNR and SSIM over the quality suite's families (1, 3 and 10

@@ -1,0 +1,285 @@
+"""Stack-level estimation: every frame's transform to the reference, from checked neighbour steps."""
+
+import os
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..warp import rescale_transforms
+from .images import _pyramid
+from .pairwise import _check_mode, _corner_distance, _register
+
+#: A step whose normalised correlation after registration is below this
+#: has not registered (a blank or unrelated frame correlates near 0).
+_MIN_QUALITY = 0.15
+#: A step is inconsistent when its corners land farther than this from the
+#: neighbouring steps' median (px of the registration image), or farther
+#: than this many times the typical deviation of the steps.
+_TREND_TOLERANCE_PX = 3.0
+_TREND_TOLERANCE_FACTOR = 4.0
+_TREND_WINDOW = 5
+
+
+@dataclass
+class AlignmentResult:
+    """Transforms from the reference frame to every frame, and what went wrong.
+
+    Attributes
+    ----------
+    transforms : ndarray of float64
+        ``(Z, 3, 3)``: ``transforms[k]`` maps reference pixel coordinates
+        ``(x, y, 1)`` to frame ``k``'s, in full-resolution pixels.
+    reference : int
+        Index of the reference frame (identity transform).
+    mode : str
+        One of :data:`ALIGN_MODES`.
+    quality : ndarray of float64
+        ``(Z - 1,)`` normalised correlation, in [-1, 1], of the
+        registration images of frames ``k`` and ``k + 1`` once registered
+        (about 0 for a frame that does not match its neighbour).
+    failed : list of int
+        Frames that could not be aligned to the reference: their transforms
+        were interpolated between (or extrapolated from) their neighbours',
+        or rest on a step that could not be measured (see ``messages``).
+        A caller may also drop them.
+    messages : list of str
+        One line per problem found and what was done about it.
+    """
+
+    transforms: np.ndarray
+    reference: int
+    mode: str
+    quality: np.ndarray
+    failed: list = field(default_factory=list)
+    messages: list = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------
+# The whole stack
+# --------------------------------------------------------------------------
+
+
+class _Pyramids:
+    """Pyramids of ``images[k]``, built on first use; the last few are kept.
+
+    Each frame is used by the two steps around it (and rarely by a
+    re-estimation), so a small cache serves a lazy sequence of any length.
+    """
+
+    def __init__(self, images, keep=4):
+        self._images = images
+        self._keep = keep
+        self._cache = OrderedDict()
+        self.shape = None  # of the first image fetched; all must have it
+
+    def __getitem__(self, index):
+        if index not in self._cache:
+            self._cache[index] = self.build(index)
+            if len(self._cache) > self._keep:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(index)
+        return self._cache[index]
+
+    def build(self, index):
+        """The pyramid of ``images[index]``, not cached (safe from several threads once ``shape`` is set)."""
+        image = np.asarray(self._images[index], dtype=np.float32)
+        self.shape = self.shape or image.shape
+        if image.ndim != 2 or image.shape != self.shape:
+            raise ValueError(f"registration image {index} is {image.shape}: all must be one 2-D shape")
+        return _pyramid(image)
+
+
+#: Threads for alignment's independent per-pair work (OpenCV and NumPy release
+#: the GIL): a lent GPU machine's 16 cores estimate a stack's steps at once.
+ALIGN_THREADS = max(1, min(8, os.cpu_count() or 1))
+
+
+def in_parallel(function, items, threads=ALIGN_THREADS):
+    """``[function(item) for item in items]``, in order, on up to ``threads`` threads."""
+    items = list(items)
+    if threads <= 1 or len(items) <= 1:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items)), thread_name_prefix="focus-stack-align") as pool:
+        return list(pool.map(function, items))
+
+
+def estimate_transforms(images, mode="similarity", reference=None, *, full_shape=None):
+    """Transforms from the reference frame to every frame of a stack.
+
+    Neighbouring frames, which look alike, are registered with each other
+    (:func:`estimate_pair`). Every step is checked against its neighbours:
+    a step that failed (low correlation, implausible motion) or disagrees
+    with the steps around it is estimated again starting from their median;
+    a frame that registers with neither neighbour is bridged over (its two
+    neighbours are registered with each other) and given a transform
+    interpolated between theirs, or extrapolated at the ends of the stack.
+    The steps are then composed to the reference frame, so a large total
+    magnification is reached in small steps.
+
+    Parameters
+    ----------
+    images : sequence of ndarray
+        Registration images (:func:`registration_image`) in slice order,
+        all of one shape. A lazy sequence works: each image is fetched about
+        twice.
+    mode : str, optional
+        One of :data:`ALIGN_MODES`.
+    reference : int, optional
+        Frame whose geometry the others are brought into; the middle frame
+        (``len(images) // 2``) by default.
+    full_shape : tuple of int, optional
+        ``(Y, X, ...)`` of the full-resolution frames the images were
+        reduced from; the transforms are returned in their pixels. By
+        default, in the registration images' pixels.
+
+    Returns
+    -------
+    AlignmentResult
+
+    Examples
+    --------
+    >>> from napari_focus_stack.engine.align import registration_image
+    >>> from napari_focus_stack.synthetic import simulate_stack
+    >>> sim = simulate_stack((192, 256), 5, texture="noise", breathing=0.04, seed=2)
+    >>> result = estimate_transforms([registration_image(f) for f in sim.frames])
+    >>> result.reference, np.round(result.transforms[:, 0, 0], 2).tolist()
+    (2, [0.98, 0.99, 1.0, 1.01, 1.02])
+    """
+    _check_mode(mode)
+    n = len(images)
+    reference = n // 2 if reference is None else int(reference)
+    if not 0 <= reference < n:
+        raise ValueError(f"reference must be a frame index from 0 to {n - 1}, got {reference}")
+    if mode == "none" or n == 1:
+        identity = np.tile(np.eye(3), (n, 1, 1))
+        return AlignmentResult(identity, reference, mode, np.ones(max(n - 1, 0)))
+    pyramids = _Pyramids(images)
+    pyramids[0]  # noqa: B018 -- fixes the shape every other image is checked against
+
+    def step(k):  # each pair on its own: both pyramids built here, in parallel with the others
+        return _register(pyramids.build(k), pyramids.build(k + 1), mode, None)
+
+    steps = in_parallel(step, range(n - 1))
+    shape = pyramids.shape
+    matrices = [matrix for matrix, _ in steps]
+    quality = np.array([q for _, q in steps])
+    messages = []
+    usable = _recheck_steps(matrices, quality, pyramids, mode, messages)
+    transforms, failed = _compose(matrices, usable, reference, pyramids, mode, messages)
+    transforms = transforms @ np.linalg.inv(transforms[reference])
+    if full_shape is not None:
+        transforms = rescale_transforms(transforms, shape, full_shape)
+    transforms[reference] = np.eye(3)  # exactly, without rounding: warp_frame then skips it
+    return AlignmentResult(transforms, reference, mode, quality, failed, messages)
+
+
+def _trend(matrices, usable, index, count=1):
+    """Median of the usable steps near ``index`` (excluding it), applied ``count`` times.
+
+    The element-wise median of near-identity matrices is a robust typical
+    step: steady breathing and drift give the same step again and again.
+    """
+    others = [j for j in range(len(matrices)) if usable[j] and j != index]
+    near = [j for j in others if abs(j - index) <= _TREND_WINDOW] or others
+    step = np.median([matrices[j] for j in near], axis=0) if near else np.eye(3)
+    return np.linalg.matrix_power(step, count)
+
+
+def _recheck_steps(matrices, quality, pyramids, mode, messages):
+    """Re-estimate failed and inconsistent steps from their neighbours' trend, in place.
+
+    A step is inconsistent when its corners land farther from the trend's
+    than :data:`_TREND_TOLERANCE_PX` and than :data:`_TREND_TOLERANCE_FACTOR`
+    times the typical deviation of all steps (jitter makes steps vary). If
+    refinement started from the trend comes back to the same step, the
+    motion was real and the step stands. Returns which steps can be used.
+    """
+    shape = pyramids[0][0].shape
+    usable = quality >= _MIN_QUALITY
+    deviation = np.array(
+        [_corner_distance(m, _trend(matrices, usable, k), shape) for k, m in enumerate(matrices)]
+    )
+    typical = np.median(deviation[usable]) if usable.any() else 0.0
+    tolerance = max(_TREND_TOLERANCE_PX, _TREND_TOLERANCE_FACTOR * typical)
+    suspect = ~usable | ((deviation > tolerance) & (usable.sum() >= 3))
+    for k in np.flatnonzero(suspect):
+        trend = _trend(matrices, usable, k)
+        matrix, q = _register(pyramids[k], pyramids[k + 1], mode, trend)
+        if usable[k] and _corner_distance(matrix, matrices[k], shape) <= _TREND_TOLERANCE_PX:
+            continue  # confirmed from another starting point
+        if usable[k]:
+            problem = f"{deviation[k]:.1f} px off its neighbours' trend"
+        else:
+            problem = f"quality {quality[k]:.2f}"
+        consistent = _corner_distance(matrix, trend, shape) <= tolerance or not usable.any()
+        if q >= _MIN_QUALITY and consistent:
+            matrices[k], quality[k], usable[k] = matrix, q, True
+            messages.append(f"step {k}->{k + 1}: {problem}; re-estimated from the trend")
+        else:
+            usable[k] = False
+            messages.append(f"step {k}->{k + 1}: {problem}; not used")
+    return usable
+
+
+def _compose(matrices, usable, reference, pyramids, mode, messages):
+    """Chain the steps into ``(Z, 3, 3)`` transforms, and list the frames that failed.
+
+    Frames with no usable step on either side cannot be aligned: they are
+    bridged over, and given interpolated or extrapolated transforms. Where
+    two aligned frames cannot be linked, the typical step joins them, and
+    every frame on the far side of that guess from ``reference`` failed.
+    The transforms are relative to the first aligned frame.
+    """
+    n = len(matrices) + 1
+    aligned = [k for k in range(n) if (k > 0 and usable[k - 1]) or (k < n - 1 and usable[k])]
+    transforms = np.tile(np.eye(3), (n, 1, 1))
+    if not aligned:
+        messages.append("no two neighbouring frames could be registered: frames left unaligned")
+        return transforms, [k for k in range(n) if k != reference]
+    failed = set()
+    for a, b in zip(aligned, aligned[1:]):
+        link = _link(a, b, matrices, usable, pyramids, mode)
+        if link is None:
+            link = _trend(matrices, usable, a, b - a)
+            beyond = range(b, n) if b > reference else range(0, a + 1)
+            failed.update(beyond)
+            messages.append(
+                f"frames {a} and {b} could not be registered; the typical step joins them, "
+                f"so frames {beyond.start}-{beyond.stop - 1} may be misaligned"
+            )
+        transforms[b] = link @ transforms[a]
+    for k in sorted(set(range(n)) - set(aligned)):
+        transforms[k], action = _fill_in(k, aligned, transforms, matrices, usable)
+        failed.add(k)
+        messages.append(f"frame {k}: registers with neither neighbour; transform {action}")
+    return transforms, sorted(failed)
+
+
+def _link(a, b, matrices, usable, pyramids, mode):
+    """Transform from aligned frame ``a`` to the next aligned frame ``b``, or None if unknown."""
+    if b == a + 1:
+        return matrices[a] if usable[a] else None
+    # The frames between could not be aligned: register a with b directly.
+    matrix, quality = _register(pyramids[a], pyramids[b], mode, _trend(matrices, usable, a, b - a))
+    return matrix if quality >= _MIN_QUALITY else None
+
+
+def _fill_in(k, aligned, transforms, matrices, usable):
+    """Transform of unaligned frame ``k`` from the aligned frames around it, and how."""
+    before = [a for a in aligned if a < k]
+    after = [b for b in aligned if b > k]
+    if before and after:
+        a, b = before[-1], after[0]
+        t = (k - a) / (b - a)
+        blend = (1 - t) * transforms[a] + t * transforms[b]
+        return blend, f"interpolated between frames {a} and {b}"
+    if before:
+        a = before[-1]
+        step = _trend(matrices, usable, k, k - a)
+        return step @ transforms[a], f"extrapolated from frame {a} with the typical step"
+    b = after[0]
+    step = _trend(matrices, usable, k, b - k)
+    action = f"extrapolated from frame {b} with the typical step"
+    return np.linalg.inv(step) @ transforms[b], action
