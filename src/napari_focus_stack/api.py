@@ -5,23 +5,11 @@ import warnings
 
 from .engine.backend import get_backend, get_backends
 from .engine.pipeline import aligned_like, drain, run_pipeline, run_refuse
-from .engine.result import DEFAULTS, StackParams, check_max_memory
+from .engine.result import StackParams, check_max_memory
 from .io import non_finite_warning, open_stack, save_image, split_into_stacks
 
 
-def iter_focus_stack(
-    source,
-    *,
-    radius=DEFAULTS["radius"],
-    smoothing=DEFAULTS["smoothing"],
-    scale_factor=DEFAULTS["scale_factor"],
-    method=DEFAULTS["method"],
-    align=DEFAULTS["align"],
-    device=DEFAULTS["device"],
-    reference=None,
-    cancel=None,
-    max_memory=None,
-):
+def iter_focus_stack(source, params=None, *, cancel=None, max_memory=None, **overrides):
     """Generator form of :func:`focus_stack`: yields :class:`Progress`, returns the result.
 
     For callers that drive the work themselves (a napari worker thread, a
@@ -29,8 +17,10 @@ def iter_focus_stack(
     NaN or infinite pixels met in float frames are not warned about here:
     the result's ``metadata["non_finite"]`` counts them per frame, and
     :func:`napari_focus_stack.io.non_finite_warning` says it in a sentence.
+    The engine parameters come as in :func:`focus_stack`: a :class:`StackParams`
+    (``params``) and keyword ``overrides`` such as ``radius=4``.
     """
-    params = StackParams(radius, smoothing, scale_factor, method, align, device, reference)
+    params = StackParams.of(params, **overrides)
     max_memory = check_max_memory(max_memory)
     frames = open_stack(source)
     backends = get_backends(params.device)
@@ -45,20 +35,15 @@ class MissingDataWarning(UserWarning):
 
 def focus_stack(
     source,
+    params=None,
     *,
-    radius=DEFAULTS["radius"],
-    smoothing=DEFAULTS["smoothing"],
-    scale_factor=DEFAULTS["scale_factor"],
-    method=DEFAULTS["method"],
-    align=DEFAULTS["align"],
-    device=DEFAULTS["device"],
-    reference=None,
     progress=None,
     cancel=None,
     max_memory=None,
     mark_unfocused=False,
     channel_axis=None,
     depth_from="all",
+    **overrides,
 ):
     """Fuse a focal stack into one all-in-focus image, with depth and confidence maps.
 
@@ -66,6 +51,12 @@ def focus_stack(
     ----------
     source : array, folder, list of paths, glob pattern or multi-page TIFF
         An array ``(Z, Y, X[, C])`` or anything :func:`open_stack` reads.
+    params : StackParams, optional
+        The engine parameters below as one object (default: their defaults);
+        keywords given besides it override its values. Every function that
+        takes the engine parameters (:func:`iter_focus_stack`,
+        :func:`~napari_focus_stack.channels.focus_stack_channels`,
+        :class:`FocusStacker`, batch) takes them this way.
     radius : int, 1-20
         Half-size in pixels of the window over which sharpness is measured.
         Larger is steadier on noisy or weakly textured images, smaller keeps
@@ -141,33 +132,10 @@ def focus_stack(
         raise TypeError(f"progress must be a callable or None, got {type(progress).__name__}")
     if channel_axis is not None:
         return _focus_stack_channel_axis(
-            source,
-            channel_axis,
-            depth_from,
-            progress=progress,
-            mark_unfocused=mark_unfocused,
-            radius=radius,
-            smoothing=smoothing,
-            scale_factor=scale_factor,
-            method=method,
-            align=align,
-            device=device,
-            reference=reference,
-            cancel=cancel,
-            max_memory=max_memory,
-        )
-    steps = iter_focus_stack(
-        source,
-        radius=radius,
-        smoothing=smoothing,
-        scale_factor=scale_factor,
-        method=method,
-        align=align,
-        device=device,
-        reference=reference,
-        cancel=cancel,
-        max_memory=max_memory,
-    )
+            source, channel_axis, depth_from, params, progress=progress, mark_unfocused=mark_unfocused,
+            cancel=cancel, max_memory=max_memory, **overrides,
+        )  # fmt: skip
+    steps = iter_focus_stack(source, params, cancel=cancel, max_memory=max_memory, **overrides)
     result = drain(steps, progress)
     if mark_unfocused:
         result.mark_unfocused()
@@ -177,7 +145,7 @@ def focus_stack(
     return result
 
 
-def _focus_stack_channel_axis(source, channel_axis, depth_from, **kwargs):
+def _focus_stack_channel_axis(source, channel_axis, depth_from, params, **kwargs):
     import numpy as np
 
     from .channels import focus_stack_channels, normalise_channel_axis, output_channel_axis, split_channels
@@ -188,7 +156,7 @@ def _focus_stack_channel_axis(source, channel_axis, depth_from, **kwargs):
             "call napari_focus_stack.channels.focus_stack_channels"
         )
     axis = normalise_channel_axis(channel_axis, len(source.shape))
-    result = focus_stack_channels(split_channels(source, axis), depth_from=depth_from, **kwargs)
+    result = focus_stack_channels(split_channels(source, axis), params, depth_from=depth_from, **kwargs)
     result.fused = np.moveaxis(result.fused, 0, output_channel_axis(axis))
     result.metadata["channels"]["axis"] = axis
     return result
@@ -226,15 +194,17 @@ def fuse_from_depth(
 class FocusStacker:
     """Drop-in replacement for the original tool's class, with its defaults.
 
+    ``radius``, ``smoothing`` and ``scale_factor`` may be given by position,
+    as in the original; the other engine parameters (``method``, ``align``,
+    ``device``, ``reference``) by keyword, as in :func:`focus_stack`.
+
     >>> stacker = FocusStacker(radius=8, smoothing=4, scale_factor=2)  # doctest: +SKIP
     >>> fused = stacker.process_stack(["z1.jpg", "z2.jpg", "z3.jpg"])  # doctest: +SKIP
     >>> stacker.save_image(fused, "fused.tif")  # doctest: +SKIP
     """
 
-    def __init__(
-        self, radius=8, smoothing=4, scale_factor=2, *, method=DEFAULTS["method"], align=DEFAULTS["align"], device="auto"
-    ):
-        self.params = StackParams(radius, smoothing, scale_factor, method, align, device)
+    def __init__(self, radius=8, smoothing=4, scale_factor=2, **overrides):
+        self.params = StackParams.of(radius=radius, smoothing=smoothing, scale_factor=scale_factor, **overrides)
         self.last_result = None
 
     @property
@@ -255,16 +225,7 @@ class FocusStacker:
         The full :class:`StackResult` (depth, confidence) is kept in
         ``last_result``.
         """
-        p = self.params
-        self.last_result = focus_stack(
-            image_paths,
-            radius=p.radius,
-            smoothing=p.smoothing,
-            scale_factor=p.scale_factor,
-            method=p.method,
-            align=p.align,
-            device=p.device,
-        )
+        self.last_result = focus_stack(image_paths, self.params)
         return self.last_result.fused
 
     def save_image(self, image, output_path):

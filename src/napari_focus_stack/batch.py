@@ -29,6 +29,7 @@ import re
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -36,7 +37,7 @@ import cv2
 import numpy as np
 
 from . import __version__
-from .engine.result import DEFAULTS, StackParams, check_max_memory
+from .engine.result import StackParams, check_max_memory
 from .io import (
     IMAGE_EXTENSIONS,
     SAVE_EXTENSIONS,
@@ -111,14 +112,18 @@ def microscope_stacks(path, name):
     return [Stack(f"{name}_t{t:0{width}d}", [path], time=t) for t in range(times)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, init=False)
 class BatchOptions:
     """What every stack of a batch is processed with.
 
+    ``BatchOptions(params, format="png", depth=True)``, or with the engine
+    parameters as keywords: ``BatchOptions(radius=4, depth=True)``.
+
     Parameters
     ----------
-    radius, smoothing, scale_factor, method, align, device
-        As for :func:`napari_focus_stack.focus_stack`.
+    params : StackParams, optional
+        The engine parameters (as for :func:`napari_focus_stack.focus_stack`);
+        ``radius=``, ``method=``... given as keywords override its values.
     depth_from : "all" or int
         For microscope files of several channels: where their one shared
         depth comes from (:func:`napari_focus_stack.focus_stack_channels`).
@@ -132,12 +137,7 @@ class BatchOptions:
         OpenCV threads while a stack is processed; None keeps OpenCV's setting.
     """
 
-    radius: int = DEFAULTS["radius"]
-    smoothing: int = DEFAULTS["smoothing"]
-    scale_factor: int = DEFAULTS["scale_factor"]
-    method: str = DEFAULTS["method"]
-    align: str = DEFAULTS["align"]
-    device: str = DEFAULTS["device"]
+    params: StackParams
     depth_from: object = "all"
     format: str = "tif"
     depth: bool = False
@@ -145,36 +145,35 @@ class BatchOptions:
     max_memory: Optional[int] = None
     threads_per_stack: Optional[int] = None
 
-    def __post_init__(self):
-        self.stack_params()  # raises ValueError for a parameter out of range
-        object.__setattr__(self, "max_memory", check_max_memory(self.max_memory))
-        fmt = str(self.format).lower().lstrip(".")
+    def __init__(
+        self, params=None, *, depth_from="all", format="tif", depth=False, confidence=False, max_memory=None,
+        threads_per_stack=None, **engine,
+    ):  # fmt: skip
+        put = partial(object.__setattr__, self)
+        put("params", StackParams.of(params, **engine))  # raises ValueError for a parameter out of range
+        put("max_memory", check_max_memory(max_memory))
+        fmt = str(format).lower().lstrip(".")
         if fmt not in OUTPUT_FORMATS:
-            raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
-        object.__setattr__(self, "format", fmt)
-        depth_from = str(self.depth_from).strip().lower()
-        if depth_from != "all" and not depth_from.isdigit():
-            raise ValueError(f"depth_from must be 'all' or a channel index, got {self.depth_from!r}")
-        object.__setattr__(self, "depth_from", depth_from if depth_from == "all" else int(depth_from))
-        if self.threads_per_stack is not None and int(self.threads_per_stack) < 1:
-            raise ValueError(f"threads_per_stack must be at least 1, got {self.threads_per_stack}")
-
-    def stack_params(self):
-        """The engine's :class:`StackParams` (validated)."""
-        return StackParams(self.radius, self.smoothing, self.scale_factor, self.method, self.align, self.device)
-
-    def engine_options(self):
-        """Keyword arguments of :func:`napari_focus_stack.focus_stack`."""
-        names = ("radius", "smoothing", "scale_factor", "method", "align", "device", "max_memory")
-        return {name: getattr(self, name) for name in names}
+            raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {format!r}")
+        put("format", fmt)
+        text = str(depth_from).strip().lower()
+        if text != "all" and not text.isdigit():
+            raise ValueError(f"depth_from must be 'all' or a channel index, got {depth_from!r}")
+        put("depth_from", text if text == "all" else int(text))
+        if threads_per_stack is not None and int(threads_per_stack) < 1:
+            raise ValueError(f"threads_per_stack must be at least 1, got {threads_per_stack}")
+        put("threads_per_stack", threads_per_stack)
+        put("depth", depth)
+        put("confidence", confidence)
 
     def recorded(self):
         """The parameters the outputs depend on, as stored in each manifest.
 
         Device, memory budget and threads change how a stack is computed,
-        not what comes out, so they are left out.
+        not what comes out, so they are left out. (Manifests of earlier
+        versions recorded the same dict, ``reference`` always None.)
         """
-        params = self.stack_params().as_dict()
+        params = self.params.as_dict()
         del params["device"]
         if self.depth_from != "all":  # only multichannel microscope files use it
             params["depth_from"] = self.depth_from
@@ -657,3 +656,188 @@ def _ours(path, fused_images):
         return None
     content = metadata.get("content", "fused image")
     return content if content in ("depth map", "confidence map") or fused_images else None
+
+
+# --- Planning: the one planner of the command line and the batch widget -----------
+
+#: Grouping rules :func:`find_stacks` takes: :func:`group_by_subfolder`,
+#: :func:`group_by_size`, :func:`group_by_regex`, :func:`group_by_sweeps`.
+GROUPINGS = ("subfolders", "size", "pattern", "sweeps")
+
+
+@dataclass(frozen=True)
+class Phrasing:
+    """How a front end names its grouping controls in the planner's messages.
+
+    The defaults are the batch widget's; the command line names its options.
+    """
+
+    #: The pattern that matched no file name (``{pattern}``: the pattern).
+    pattern: str = "the pattern {pattern!r}"
+    #: Said after "no sub-folder of ROOT holds images" when images lie in ROOT (``{loose}``: how many).
+    loose: str = "; to group the {loose} images directly in it, choose another grouping"
+    #: Said after "holds images" when folders with images were skipped.
+    skipped: str = ""
+
+
+class NoStacksError(ValueError):
+    """No stack was found; ``skipped`` lists ``(folder, reason)`` for folders with images passed over."""
+
+    def __init__(self, message, skipped=()):
+        super().__init__(message)
+        self.skipped = list(skipped)
+
+
+@dataclass(frozen=True)
+class FoundStacks:
+    """The stacks of a folder by one grouping rule, with what a front end may tell about them.
+
+    Attributes
+    ----------
+    stacks : list of Stack
+    skipped : list of (str, str)
+        ``"subfolders"``: folders with images not taken as stacks, and why.
+    left_out : list of Path
+        ``"pattern"``: files whose name matched no stack.
+    sweeps : SweepSplit or None
+        ``"sweeps"``: where the sweeps were found, and why.
+    """
+
+    stacks: list
+    skipped: list = ()
+    left_out: list = ()
+    sweeps: Optional[SweepSplit] = None
+
+
+def find_stacks(root, grouping="subfolders", *, stack_size=10, pattern="", exclude=(), output=None, phrasing=Phrasing()):
+    """The stacks in ``root`` by one of the :data:`GROUPINGS` rules.
+
+    Sub-folders of earlier results (:func:`batch_outputs_reason`) are not stacks.
+
+    Parameters
+    ----------
+    root : str or os.PathLike
+    grouping : {"subfolders", "size", "pattern", "sweeps"}
+    stack_size : int, optional
+        Frames per stack, for ``"size"``.
+    pattern : str, optional
+        Regular expression with a ``(?P<stack>...)`` group, for ``"pattern"``.
+    exclude : iterable of path, optional
+        Folders not searched for ``"subfolders"`` (an output folder inside ``root``).
+    output : path, optional
+        The output folder, refused when it holds images that are not our results.
+    phrasing : Phrasing, optional
+        How the messages name the front end's controls.
+
+    Returns
+    -------
+    FoundStacks
+
+    Raises
+    ------
+    NoStacksError
+        ``root`` is not a folder, or no stack is found (the message says why).
+    BatchPlanError
+        ``output`` holds input frames.
+    ValueError
+        The pattern or the stack size is invalid.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise NoStacksError(f"{root}: not a folder")
+    if output is not None:
+        output = Path(output)
+        if output.is_dir() and list_images(output) and not holds_batch_outputs(output, fused_images=True):
+            raise BatchPlanError(f"output folder {output} holds input frames; choose another one")
+    if grouping == "subfolders":
+        skipped = []
+        stacks = group_by_subfolder(root, exclude=exclude, skipped=skipped)
+        if not stacks:
+            loose = len(list_images(root))
+            hint = phrasing.loose.format(loose=loose) if loose else ""
+            held = phrasing.skipped if skipped else ""
+            raise NoStacksError(f"no sub-folder of {root} holds images{held}{hint}", skipped)
+        return FoundStacks(stacks, skipped)
+    if grouping not in GROUPINGS:
+        raise ValueError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
+    frames = list_images(root)
+    if not frames:
+        raise NoStacksError(f"no image files in {root}")
+    if grouping == "size":
+        return FoundStacks(group_by_size(frames, stack_size))
+    if grouping == "pattern":
+        stacks = group_by_regex(frames, pattern)
+        if not stacks:
+            named = phrasing.pattern.format(pattern=pattern)
+            raise NoStacksError(f"{named} matches none of the {len(frames)} file names in {root}")
+        grouped = {path for stack in stacks for path in stack.paths}
+        return FoundStacks(stacks, left_out=[path for path in frames if str(path) not in grouped])
+    split = group_by_sweeps(frames)
+    return FoundStacks(split.stacks, sweeps=split)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The stacks of a batch, their outputs, and which an earlier run finished (``complete``)."""
+
+    root: Path
+    outdir: Path
+    options: BatchOptions
+    stacks: list
+    outputs: list
+    complete: list
+    found: Optional[FoundStacks] = None
+
+    def describe(self):
+        """One line per stack (name, frames, whether resume skips it) and a total."""
+        lines = [
+            f"{stack.name}: {len(stack.paths)} frames" + ("  (complete: skipped)" if complete else "")
+            for stack, complete in zip(self.stacks, self.complete)
+        ]
+        n_frames = sum(len(stack.paths) for stack in self.stacks)
+        return "\n".join([*lines, f"{len(self.stacks)} stacks, {n_frames} frames -> {self.outdir}"])
+
+
+def plan_batch(root, outdir, options, *, found=None, resume=False, **grouping):
+    """Find the stacks (or take ``found``, from :func:`find_stacks`) and check their outputs, writing nothing.
+
+    ``grouping``: the keywords of :func:`find_stacks` (``grouping``,
+    ``stack_size``, ``pattern``...). With ``resume``, ``complete`` says which
+    stacks an earlier run finished with these options (:func:`is_complete`).
+
+    Raises
+    ------
+    ValueError
+        As :func:`find_stacks`; or :class:`BatchPlanError` when outputs would
+        collide, replace inputs or land among them.
+    """
+    root, outdir = Path(root), Path(outdir)
+    if found is None:
+        found = find_stacks(root, **grouping)
+    stacks = found.stacks
+    outputs = plan_outputs(stacks, outdir, options)
+    complete = [resume and is_complete(stack, out, options) for stack, out in zip(stacks, outputs)]
+    return BatchPlan(root, outdir, options, stacks, outputs, complete, found)
+
+
+@dataclass(frozen=True)
+class Tally:
+    """How many stacks of a batch were done, skipped and failed (with the failures), of how many planned."""
+
+    done: int
+    skipped: int
+    failed: list
+    finished: int
+    total: int
+
+    @classmethod
+    def of(cls, outcomes, total=None):
+        """From :class:`~napari_focus_stack.distributed.StackOutcome` objects; ``total``: stacks planned."""
+        statuses = [outcome.status for outcome in outcomes]
+        failed = [outcome for outcome in outcomes if outcome.failed]
+        total = len(statuses) if total is None else total
+        return cls(statuses.count("done"), statuses.count("skipped"), failed, len(statuses), total)
+
+    def counts(self):
+        """``"12 done, 1 skipped, 2 failed"``."""
+        return f"{self.done} done, {self.skipped} skipped, {len(self.failed)} failed"

@@ -32,7 +32,7 @@ import numpy as np
 from .engine.backend import get_backends
 from .engine.noise import frame_statistics
 from .engine.pipeline import aligned_like, drain, run_pipeline, run_refuse
-from .engine.result import DEFAULTS, Progress, StackParams, check_max_memory
+from .engine.result import Progress, StackParams, check_max_memory
 from .io import FrameSequence, StackReadError, open_stack
 
 #: ``depth_from`` value: the focus of every channel combined.
@@ -124,26 +124,16 @@ def guide_stack(stacks, weights):
 
 
 def iter_focus_stack_channels(
-    channels,
-    *,
-    depth_from=ALL_CHANNELS,
-    radius=DEFAULTS["radius"],
-    smoothing=DEFAULTS["smoothing"],
-    scale_factor=DEFAULTS["scale_factor"],
-    method=DEFAULTS["method"],
-    align=DEFAULTS["align"],
-    device=DEFAULTS["device"],
-    reference=None,
-    cancel=None,
-    max_memory=None,
+    channels, params=None, *, depth_from=ALL_CHANNELS, cancel=None, max_memory=None, **overrides
 ):
     """Generator form of :func:`focus_stack_channels`: yields :class:`Progress`, returns the result.
 
     Progress runs over the depth pass (``"stacking"``, and ``"aligning"``
     first when frames are aligned), then one ``"fusing channels"`` pass of
-    ``Z`` frames per channel.
+    ``Z`` frames per channel. The engine parameters come as in
+    :func:`focus_stack_channels`.
     """
-    params = StackParams(radius, smoothing, scale_factor, method, align, device, reference)
+    params = StackParams.of(params, **overrides)
     max_memory = check_max_memory(max_memory)
     stacks = open_channels(channels)
     source = check_depth_from(depth_from, len(stacks))
@@ -182,7 +172,9 @@ def _offset_progress(steps, offset, total):
         yield Progress("fusing channels", offset + event.done, total)
 
 
-def focus_stack_channels(channels, *, depth_from=ALL_CHANNELS, progress=None, mark_unfocused=False, **kwargs):
+def focus_stack_channels(
+    channels, params=None, *, depth_from=ALL_CHANNELS, progress=None, mark_unfocused=False, **kwargs
+):
     """Fuse every channel of a z-stack along one depth map.
 
     Parameters
@@ -191,6 +183,9 @@ def focus_stack_channels(channels, *, depth_from=ALL_CHANNELS, progress=None, ma
         One gray stack ``(Z, Y, X)`` per channel, each anything
         :func:`~napari_focus_stack.io.open_stack` reads (arrays, folders,
         files); all with the same shape.
+    params : StackParams, optional
+        The engine parameters as one object; keywords in ``kwargs`` override
+        its values (as in :func:`~napari_focus_stack.api.focus_stack`).
     depth_from : "all" or int
         Where the shared depth comes from: every channel's focus combined
         (each weighted by its signal-to-noise ratio), or one channel.
@@ -214,7 +209,7 @@ def focus_stack_channels(channels, *, depth_from=ALL_CHANNELS, progress=None, ma
         ``confidence``; ``metadata["channels"]`` says where the depth came
         from and each channel's weight.
     """
-    result = drain(iter_focus_stack_channels(channels, depth_from=depth_from, **kwargs), progress)
+    result = drain(iter_focus_stack_channels(channels, params, depth_from=depth_from, **kwargs), progress)
     if mark_unfocused:
         result.mark_unfocused()
     return result

@@ -8,7 +8,6 @@ import argparse
 import sys
 import time
 import warnings
-from collections import Counter
 from pathlib import Path
 
 from .engine.result import ALIGN_MODES, DEFAULTS, DEVICES, METHODS, RANGES
@@ -91,6 +90,21 @@ def add_engine_options(p):
         "larger images are processed in tiles, with the same result",
     )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def engine_params(args):
+    """The :class:`~napari_focus_stack.engine.result.StackParams` the options ask for, checked.
+
+    Built once, here, from whichever engine options the command has (the
+    batch command has no ``--reference``).
+    """
+    from .engine.result import StackParams
+
+    given = {name: getattr(args, name) for name in StackParams.names() if hasattr(args, name)}
+    try:
+        return StackParams.of(**given)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
 
 
 def parse_size(text):
@@ -179,15 +193,9 @@ def run(args):
 def run_one(args):
     from .engine.backend import get_backends
     from .engine.pipeline import drain, run_pipeline
-    from .engine.result import StackParams
     from .io import OutputSet, StackWriteError, check_storable, non_finite_warning, open_stack
 
-    try:
-        params = StackParams(
-            args.radius, args.smoothing, args.scale_factor, args.method, args.align, args.device, args.reference
-        )
-    except ValueError as exc:
-        raise UsageError(str(exc)) from exc
+    params = engine_params(args)
     roles = output_paths(args)
     source = args.inputs[0] if len(args.inputs) == 1 else args.inputs
     channels = open_channels(source, args)
@@ -222,9 +230,7 @@ def run_one(args):
         if several:
             from .channels import iter_focus_stack_channels
 
-            steps = iter_focus_stack_channels(
-                channels, depth_from=depth_from, **params.as_dict(), max_memory=args.max_memory
-            )
+            steps = iter_focus_stack_channels(channels, params, depth_from=depth_from, max_memory=args.max_memory)
         else:
             steps = run_pipeline(frames, params, backends, metadata=frames.metadata, max_memory=args.max_memory)
         try:
@@ -375,8 +381,7 @@ def batch_options(args):
     from .batch import BatchOptions
 
     options = dict(
-        radius=args.radius, smoothing=args.smoothing, scale_factor=args.scale_factor, method=args.method,
-        align=args.align, device=args.device, format=args.format, depth=args.depth, confidence=args.confidence,
+        params=engine_params(args), format=args.format, depth=args.depth, confidence=args.confidence,
         max_memory=args.max_memory, threads_per_stack=args.threads_per_stack, depth_from=args.depth_from,
     )  # fmt: skip
     try:
@@ -388,70 +393,71 @@ def batch_options(args):
     return options
 
 
+def _cli_phrasing():
+    """How the batch planner's messages name the command line's grouping options."""
+    from .batch import Phrasing
+
+    return Phrasing(
+        pattern="--group {pattern!r}",
+        loose="; for the {loose} images directly in it use --stack-size N, --group REGEX or --auto",
+        skipped=" that is not skipped (see above)",
+    )
+
+
+def grouping_of(args):
+    """The grouping rule (:data:`~napari_focus_stack.batch.GROUPINGS`) the options ask for."""
+    if args.stack_size is not None:
+        return "size"
+    if args.group is not None:
+        return "pattern"
+    return "sweeps" if args.auto else "subfolders"
+
+
 def group_stacks(args):
-    """The stacks of ``args.root`` by the grouping rule the options ask for."""
-    from .batch import group_by_size, group_by_subfolder, group_by_sweeps, holds_batch_outputs, list_images
+    """The stacks of ``args.root`` by the grouping rule the options ask for (:func:`~napari_focus_stack.batch.find_stacks`),
+    saying which folders were skipped, which files matched no stack, and where the sweeps are."""
+    from .batch import BatchPlanError, NoStacksError, find_stacks
 
-    root = Path(args.root)
-    if not root.is_dir():
-        raise UsageError(f"{root}: not a folder")
-    output = Path(args.output)
-    if output.is_dir() and list_images(output) and not holds_batch_outputs(output, fused_images=True):
-        raise UsageError(f"output folder {output} holds input frames; choose another one")
-    if args.stack_size is None and args.group is None and not args.auto:
-        skipped = []
-        stacks = group_by_subfolder(root, exclude=[args.output], skipped=skipped)
-        for name, reason in skipped:
-            if not args.quiet or not stacks:
-                print(f"{PROG} batch: skipped folder {name}: {reason}", file=sys.stderr)
-        if not stacks:
-            loose = len(list_images(root))
-            hint = (
-                f"; for the {loose} images directly in it use --stack-size N, --group REGEX or --auto" if loose else ""
-            )
-            held = f" that is not skipped (see above)" if skipped else ""
-            raise UsageError(f"no sub-folder of {root} holds images{held}{hint}")
-        return stacks
-    frames = list_images(root)
-    if not frames:
-        raise UsageError(f"no image files in {root}")
+    grouping = grouping_of(args)
     try:
-        if args.stack_size is not None:
-            return group_by_size(frames, args.stack_size)
-        if args.group is not None:
-            return regex_stacks(frames, args.group, root, args.quiet)
-    except ValueError as exc:
+        found = find_stacks(
+            args.root, grouping, stack_size=args.stack_size, pattern=args.group, exclude=[args.output],
+            output=args.output, phrasing=_cli_phrasing(),
+        )  # fmt: skip
+    except NoStacksError as exc:
+        report_skipped(exc.skipped, quiet=False)
         raise UsageError(str(exc)) from None
-    split = group_by_sweeps(frames)
-    if not args.quiet:
-        print(f"{PROG} batch: {split.describe()}", file=sys.stderr)
-    return split.stacks
+    except BatchPlanError as exc:  # the output folder holds input frames
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:  # a bad pattern or stack size
+        if grouping not in ("size", "pattern"):
+            raise
+        raise UsageError(str(exc)) from None
+    report_skipped(found.skipped, args.quiet)
+    if found.left_out and not args.quiet:
+        example = found.left_out[0].name
+        print(f"{PROG} batch: {len(found.left_out)} file(s) match no stack, e.g. {example}", file=sys.stderr)
+    if found.sweeps is not None and not args.quiet:
+        print(f"{PROG} batch: {found.sweeps.describe()}", file=sys.stderr)
+    return found
 
 
-def regex_stacks(frames, pattern, root, quiet):
-    """Stacks by ``--group``; says how many files matched no stack."""
-    from .batch import group_by_regex
-
-    stacks = group_by_regex(frames, pattern)
-    if not stacks:
-        raise UsageError(f"--group {pattern!r} matches none of the {len(frames)} file names in {root}")
-    grouped = {path for stack in stacks for path in stack.paths}
-    left_out = [path for path in frames if str(path) not in grouped]
-    if left_out and not quiet:
-        print(f"{PROG} batch: {len(left_out)} file(s) match no stack, e.g. {left_out[0].name}", file=sys.stderr)
-    return stacks
+def report_skipped(skipped, quiet):
+    for name, reason in skipped:
+        if not quiet:
+            print(f"{PROG} batch: skipped folder {name}: {reason}", file=sys.stderr)
 
 
-def print_dry_run(stacks, plans, complete):
+def print_dry_run(plan):
     """One line per stack: name, frames, first and last file, output, and whether resume skips it."""
-    width = max(len(stack.name) for stack in stacks)
-    for stack, outputs, done in zip(stacks, plans, complete):
+    width = max(len(stack.name) for stack in plan.stacks)
+    for stack, outputs, done in zip(plan.stacks, plan.outputs, plan.complete):
         first, last = Path(stack.paths[0]).name, Path(stack.paths[-1]).name
         note = "  (complete: skipped)" if done else ""
         frames = f"{len(stack.paths):>4} frame{'s' if len(stack.paths) != 1 else ' '}"
         print(f"{stack.name:<{width}}  {frames}  {first} .. {last}  -> {outputs.fused.name}{note}")
-    n_frames = sum(len(stack.paths) for stack in stacks)
-    print(f"{len(stacks)} stacks, {n_frames} frames; dry run: nothing written")
+    n_frames = sum(len(stack.paths) for stack in plan.stacks)
+    print(f"{len(plan.stacks)} stacks, {n_frames} frames; dry run: nothing written")
 
 
 def batch_progress_bar(total, quiet):
@@ -479,43 +485,45 @@ def batch_progress_bar(total, quiet):
 
 def print_summary(outcomes, outdir, seconds, quiet):
     """Counts, time and every failure with its reason; returns the exit status."""
-    counts = Counter(outcome.status for outcome in outcomes)
-    failed = [outcome for outcome in outcomes if outcome.failed]
-    if failed or not quiet:
-        parts = [f"{counts['done']} done"]
-        if counts["skipped"]:
-            parts.append(f"{counts['skipped']} skipped (already complete)")
-        if failed:
-            parts.append(f"{len(failed)} failed (none of their files written)")
+    from .batch import Tally
+
+    tally = Tally.of(outcomes)
+    if tally.failed or not quiet:
+        parts = [f"{tally.done} done"]
+        if tally.skipped:
+            parts.append(f"{tally.skipped} skipped (already complete)")
+        if tally.failed:
+            parts.append(f"{len(tally.failed)} failed (none of their files written)")
         print(
-            f"{PROG} batch: {len(outcomes)} stacks: {', '.join(parts)}, in {seconds:.1f} s; outputs in {outdir}",
+            f"{PROG} batch: {tally.total} stacks: {', '.join(parts)}, in {seconds:.1f} s; outputs in {outdir}",
             file=sys.stderr,
         )
-    for outcome in failed:
+    for outcome in tally.failed:
         print(f"  failed {outcome.name}: {outcome.reason}", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if tally.failed else 0
 
 
 def run_batch(args):
-    from .batch import BatchOptions, BatchPlanError, is_complete, plan_outputs
+    from .batch import BatchOptions, BatchPlanError, plan_batch
     from .distributed import DaskMissingError, check_before_running, stack_many
     from .io import StackWriteError
 
     options = batch_options(args)
-    stacks = group_stacks(args)
+    found = group_stacks(args)
     outdir = Path(args.output)
     try:
-        plans = plan_outputs(stacks, outdir, BatchOptions(**options))
+        # whether resume skips a stack is said by a dry run; a real run's stack_many checks it itself
+        plan = plan_batch(args.root, outdir, BatchOptions(**options), found=found, resume=args.resume and args.dry_run)
     except BatchPlanError as exc:
         raise UsageError(str(exc)) from None
     if args.dry_run:
-        complete = [args.resume and is_complete(s, o, BatchOptions(**options)) for s, o in zip(stacks, plans)]
-        print_dry_run(stacks, plans, complete)
+        print_dry_run(plan)
         return 0
     try:
-        check_before_running(BatchOptions(**options), outdir, here=args.scheduler is None)
+        check_before_running(plan.options, outdir, here=args.scheduler is None)
     except StackWriteError as exc:
         raise UsageError(str(exc)) from None
+    stacks = plan.stacks
     report, bar = batch_progress_bar(len(stacks), args.quiet)
     started = time.perf_counter()
     try:

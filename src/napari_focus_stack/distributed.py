@@ -190,12 +190,14 @@ def process_one(stack, outdir, options):
             stack_io.check_storable(frames.dtype, outputs.fused)  # before computing
             if several and outputs.fused.suffix.lower() not in (".tif", ".tiff"):
                 raise ValueError(f"{len(channels)} channels are written as one multi-channel TIFF: use --format tif")
-            engine = {**options.engine_options(), "device": worker_device(options.device)}
+            params = replace(options.params, device=worker_device(options.params.device))
             with opencv_threads(options.threads_per_stack):
                 if several:
-                    steps = iter_focus_stack_channels(channels, depth_from=options.depth_from, **engine)
+                    steps = iter_focus_stack_channels(
+                        channels, params, depth_from=options.depth_from, max_memory=options.max_memory
+                    )
                 else:
-                    steps = iter_focus_stack(frames, **engine)
+                    steps = iter_focus_stack(frames, params, max_memory=options.max_memory)
                 result = drain(steps)
             warning = stack_io.non_finite_warning(result.metadata) or ""
             for role, (image, metadata) in result.output_images(images, stack=stack.name).items():
@@ -235,9 +237,10 @@ def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, res
     progress : callable, optional
         Called with each :class:`StackOutcome` as it arrives.
     **options
-        :class:`~napari_focus_stack.batch.BatchOptions`: ``radius``,
-        ``smoothing``, ``scale_factor``, ``method``, ``device``, ``format``,
-        ``depth``, ``confidence``, ``max_memory``, ``threads_per_stack``.
+        :class:`~napari_focus_stack.batch.BatchOptions`: ``params`` (a
+        :class:`~napari_focus_stack.engine.result.StackParams`) or the engine
+        parameters as keywords (``radius``, ``method``, ``device``...),
+        ``format``, ``depth``, ``confidence``, ``max_memory``, ``threads_per_stack``.
         On Dask ``threads_per_stack`` defaults to 1: stacks run side by side,
         one per worker thread.
 
@@ -301,8 +304,9 @@ def stack_many(stacks, outdir, *, client=None, workers=None, scheduler=None, res
 def check_before_running(options, outdir, *, here=True):
     """What would fail every stack, checked once before any: the output folder, and
     (``here``: stacks run on this machine) the GPU asked for."""
-    if here and str(options.device).lower() not in ("auto", "cpu"):
-        get_backends(options.device)
+    device = options.params.device
+    if here and str(device).lower() not in ("auto", "cpu"):
+        get_backends(device)
     check_output_folder(outdir)
 
 

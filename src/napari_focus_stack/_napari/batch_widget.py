@@ -11,8 +11,6 @@ Everything above the widget class is free of Qt and testable without a viewer.
 """
 
 import threading
-from collections import Counter
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
@@ -23,10 +21,8 @@ from napari.qt.threading import create_worker
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 
-from ..batch import (
-    OUTPUT_FORMATS, BatchOptions, group_by_regex, group_by_size, group_by_subfolder, group_by_sweeps,
-    is_complete, list_images, plan_outputs,
-)  # fmt: skip
+from .. import batch
+from ..batch import OUTPUT_FORMATS, BatchOptions, BatchPlan, Tally  # noqa: F401 - BatchPlan: the plans this widget runs
 from ..distributed import StackOutcome, process_one
 from ..engine.result import ALIGN_MODES, DEFAULTS, METHODS
 from ..io import read_image
@@ -56,82 +52,19 @@ PATTERN_TOOLTIP = (
 
 
 def find_stacks(root, grouping, *, stack_size=10, pattern=""):
-    """The stacks in ``root`` by one of the :data:`GROUPINGS` rules.
-
-    Sub-folders of earlier results (:func:`~napari_focus_stack.batch.holds_batch_outputs`) are not stacks.
-
-    Parameters
-    ----------
-    root : str or os.PathLike
-    grouping : {"subfolders", "size", "pattern", "sweeps"}
-    stack_size : int, optional
-        Frames per stack, for ``"size"``.
-    pattern : str, optional
-        Regular expression with a ``(?P<stack>...)`` group, for ``"pattern"``.
+    """The stacks in ``root`` by one of the :data:`GROUPINGS` rules (:func:`napari_focus_stack.batch.find_stacks`).
 
     Raises
     ------
     ValueError
         ``root`` is not a folder, the pattern is invalid, or no stack is found.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise ValueError(f"{root}: not a folder")
-    if grouping == "subfolders":
-        stacks = group_by_subfolder(root)
-        if not stacks:
-            loose = len(list_images(root))
-            hint = f"; to group the {loose} images directly in it, choose another grouping" if loose else ""
-            raise ValueError(f"no sub-folder of {root} holds images{hint}")
-        return stacks
-    frames = list_images(root)
-    if not frames:
-        raise ValueError(f"no image files in {root}")
-    if grouping == "size":
-        return group_by_size(frames, stack_size)
-    if grouping == "pattern":
-        stacks = group_by_regex(frames, pattern)
-        if not stacks:
-            raise ValueError(f"the pattern {pattern!r} matches none of the {len(frames)} file names in {root}")
-        return stacks
-    return group_by_sweeps(frames).stacks
-
-
-@dataclass(frozen=True)
-class BatchPlan:
-    """The stacks of a batch, their outputs, and which an earlier run finished (``complete``)."""
-
-    root: Path
-    outdir: Path
-    options: BatchOptions
-    stacks: list
-    outputs: list
-    complete: list
-
-    def describe(self):
-        """One line per stack (name, frames, whether resume skips it) and a total."""
-        lines = [
-            f"{stack.name}: {len(stack.paths)} frames" + ("  (complete: skipped)" if complete else "")
-            for stack, complete in zip(self.stacks, self.complete)
-        ]
-        n_frames = sum(len(stack.paths) for stack in self.stacks)
-        return "\n".join([*lines, f"{len(self.stacks)} stacks, {n_frames} frames -> {self.outdir}"])
+    return batch.find_stacks(root, grouping, stack_size=stack_size, pattern=pattern).stacks
 
 
 def plan_batch(root, outdir, options, *, grouping, stack_size=10, pattern="", resume=False):
-    """Find the stacks and check their outputs, writing nothing.
-
-    Raises
-    ------
-    ValueError
-        As :func:`find_stacks`; or :class:`~napari_focus_stack.batch.BatchPlanError`
-        when outputs would collide, replace inputs or land among them.
-    """
-    root, outdir = Path(root), Path(outdir)
-    stacks = find_stacks(root, grouping, stack_size=stack_size, pattern=pattern)
-    outputs = plan_outputs(stacks, outdir, options)
-    complete = [resume and is_complete(stack, out, options) for stack, out in zip(stacks, outputs)]
-    return BatchPlan(root, outdir, options, stacks, outputs, complete)
+    """Find the stacks and check their outputs, writing nothing (:func:`napari_focus_stack.batch.plan_batch`)."""
+    return batch.plan_batch(root, outdir, options, grouping=grouping, stack_size=stack_size, pattern=pattern, resume=resume)
 
 
 def read_fused(path, name):
@@ -189,11 +122,10 @@ def batch_layers(fused, title):
 
 def summarize(outcomes, n_stacks):
     """``"12 done, 1 skipped, 2 failed"``, saying so when the batch stopped early."""
-    counts = Counter(outcome.status for outcome in outcomes)
-    text = ", ".join(f"{counts[status]} {status}" for status in ("done", "skipped", "failed"))
-    if len(outcomes) < n_stacks:
-        return f"Stopped after {len(outcomes)} of {n_stacks} stacks ({text}); Run with Resume to do the rest"
-    return text
+    tally = Tally.of(outcomes, n_stacks)
+    if tally.finished < tally.total:
+        return f"Stopped after {tally.finished} of {tally.total} stacks ({tally.counts()}); Run with Resume to do the rest"
+    return tally.counts()
 
 
 class FocusStackBatchWidget(Container):

@@ -304,10 +304,10 @@ def iter_stack_layer(
     results = []
     for plane in layout.planes():
         if layout.channel_axis is None:
-            result = yield from iter_focus_stack(layout.stack(data, plane), **params.as_dict(), cancel=cancel)
+            result = yield from iter_focus_stack(layout.stack(data, plane), params, cancel=cancel)
         else:
             stacks = layout.channel_stacks(data, plane)
-            steps = iter_focus_stack_channels(stacks, depth_from=layout.depth_from, **params.as_dict(), cancel=cancel)
+            steps = iter_focus_stack_channels(stacks, params, depth_from=layout.depth_from, cancel=cancel)
             result = yield from steps
         results.append(result)
     return StackRun(

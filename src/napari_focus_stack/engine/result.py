@@ -2,7 +2,8 @@
 
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Optional
 
 import numpy as np
@@ -31,7 +32,22 @@ class StackCancelled(Exception):
 
 @dataclass(frozen=True)
 class StackParams:
-    """Validated parameters of one focus-stacking run."""
+    """Validated parameters of one focus-stacking run: the one place they are declared.
+
+    Every caller (the Python API, channels, batch and Dask, the command line,
+    the napari widgets) builds or passes this object, most often through
+    :meth:`of`, rather than listing the parameters again. What each one means
+    is documented in :func:`napari_focus_stack.focus_stack`.
+
+    >>> StackParams.of(radius=4, method="pyramid").radius
+    4
+    >>> StackParams.of(StackParams(radius=4), smoothing=3) == StackParams(radius=4, smoothing=3)
+    True
+    >>> StackParams.of(radus=4)
+    Traceback (most recent call last):
+    ...
+    TypeError: unknown parameter 'radus'; the parameters are radius, smoothing, scale_factor, method, align, device, reference
+    """
 
     radius: int = DEFAULTS["radius"]
     smoothing: int = DEFAULTS["smoothing"]
@@ -70,6 +86,35 @@ class StackParams:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def names(cls) -> tuple:
+        """The parameters' names, in their order."""
+        return tuple(f.name for f in fields(cls))
+
+    @classmethod
+    def of(cls, params=None, **overrides) -> "StackParams":
+        """``params`` with ``overrides`` applied, checked.
+
+        ``params`` is a :class:`StackParams`, a mapping of parameter names to
+        values, or None for the defaults. An unknown name is a TypeError, a
+        bad value a ValueError (both name the parameter).
+        """
+        if params is None:
+            base = {}
+        elif isinstance(params, StackParams):
+            if not overrides:
+                return params
+            base = params.as_dict()
+        elif isinstance(params, Mapping):
+            base = dict(params)
+        else:
+            raise TypeError(f"params must be a StackParams, a dict or None, got {type(params).__name__}")
+        values = {**base, **overrides}
+        unknown = [name for name in values if name not in cls.names()]
+        if unknown:
+            raise TypeError(f"unknown parameter {unknown[0]!r}; the parameters are {', '.join(cls.names())}")
+        return cls(**values)
 
 
 def check_device(device):
