@@ -1,12 +1,6 @@
-"""Pixel dtypes: a dtype's full scale, and float32 results rounded back into a dtype."""
+"""Pixel dtypes: float32 results rounded and clipped back into the frames' dtype."""
 
 import numpy as np
-
-
-def value_range(dtype) -> float:
-    """Full-scale value of ``dtype``: 255 for uint8, 65535 for uint16, 1 for floats."""
-    dtype = np.dtype(dtype)
-    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
 
 
 def to_dtype(image, dtype, be):

@@ -38,7 +38,8 @@ from .align import (
 from .depth import REGULARISE_SIGMA, SliceSelector, fill_unsupported_depth, regularise_depth
 from .focus import FocusMeasure, depth_sigma
 from .noise import NoiseProbe
-from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels, to_dtype
+from .dtypes import to_dtype
+from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels
 from .result import Progress, StackCancelled, StackResult
 from .tiling import MemoryBudgetError, format_bytes, plan_refuse_tiles, plan_tiles, tile_bytes
 
