@@ -25,7 +25,13 @@ a mistake would otherwise only show on a GPU:
   is installed (CI installs it: it imports without a GPU). A NumPy function
   that CuPy lacks fails here, not first on a GPU;
 * ``STATE.kernel_error`` makes every kernel raise, as CuPy does when it
-  cannot load NVRTC to compile them.
+  cannot load NVRTC to compile them;
+* ``cupy.ElementwiseKernel`` runs a NumPy transcription of the kernel's CUDA
+  source, operation by operation in float32 (:data:`KERNELS`, by kernel
+  name), with its arguments checked against the kernel's parameter list; a
+  kernel without one raises CuPy's ``CompileException``, as a CUDA whose
+  compiler rejects it does. A fresh install forgets which devices ran the
+  backend's test kernel, as a new process does.
 
 It is not a simulator of CUDA's timing or streams: it checks what code does
 to arrays, not how fast it is.
@@ -63,6 +69,10 @@ class OutOfMemoryError(MemoryError):
 
 class CUDARuntimeError(RuntimeError):
     pass
+
+
+class CompileException(Exception):
+    """What ``cupy.cuda.compiler.CompileException`` is here."""
 
 
 class FakeGPUState:
@@ -359,12 +369,14 @@ def _make_modules():
     cupy.array = array
     cupy.asnumpy = asnumpy
     cupy.get_default_memory_pool = lambda: _POOL
+    cupy.ElementwiseKernel = ElementwiseKernel
     cupy.cuda = types.SimpleNamespace(
         set_allocator=lambda allocator=None: None,  # allocations are counted in STATE instead
         get_current_stream=lambda: _STREAM,
         Device=_Device,
         runtime=_runtime(),
         memory=types.SimpleNamespace(OutOfMemoryError=OutOfMemoryError),
+        compiler=types.SimpleNamespace(CompileException=CompileException),
     )
 
     ndimage = types.ModuleType("cupyx.scipy.ndimage")
@@ -377,10 +389,93 @@ def _make_modules():
     return {"cupy": cupy, "cupyx": cupyx, "cupyx.scipy": cupyx_scipy, "cupyx.scipy.ndimage": ndimage}
 
 
+# --- cupy.ElementwiseKernel ---------------------------------------------------
+def _keys_weights(t):
+    """keys_weights of the warp kernel's preamble, each operation a float32 one."""
+    f32 = np.float32
+    a = f32(-0.75)
+    u = t + f32(1.0)
+    p = a * u - f32(-3.75)
+    p = p * u + f32(-6.0)
+    w0 = p * u - f32(-3.0)
+    p = f32(1.25) * t - f32(2.25)
+    w1 = p * t * t + f32(1.0)
+    s = f32(1.0) - t
+    p = f32(1.25) * s - f32(2.25)
+    w2 = p * s * s + f32(1.0)
+    w3 = f32(1.0) - w0 - w1 - w2
+    return w0, w1, w2, w3
+
+
+def _warp_cubic_kernel(image, m00, m01, m02, m10, m11, m12, ox, oy, row0, col0, out_cols, height, width,
+                       channels, out):
+    """The engine's ``napari_focus_stack_warp_cubic`` kernel body, for every ``i`` at once."""
+    i = np.arange(out.size, dtype=np.int64)
+    c = i % channels
+    pixel = i // channels
+    x = (col0 + pixel % out_cols).astype(np.float32)
+    y = (row0 + pixel // out_cols).astype(np.float32)
+    sx = (x * m00 + (y * m01 + m02)) - ox
+    sy = (x * m10 + (y * m11 + m12)) - oy
+    fx, fy = np.floor(sx), np.floor(sy)
+    wx, wy = _keys_weights(sx - fx), _keys_weights(sy - fy)
+    x0, y0 = fx.astype(np.int64), fy.astype(np.int64)
+    flat = image.reshape(-1)
+    band = np.zeros(out.size, np.float32)
+    for r in range(4):
+        yy = np.clip(y0 + (r - 1), 0, height - 1)
+        row = np.zeros(out.size, np.float32)
+        for k in range(4):
+            xx = np.clip(x0 + (k - 1), 0, width - 1)
+            row = row + flat[(yy * width + xx) * channels + c].astype(np.float32) * wx[k]
+        band = band + row * wy[r]
+    out.reshape(-1)[...] = band
+
+
+#: NumPy transcriptions of the engine's CUDA kernels, by kernel name.
+KERNELS = {"napari_focus_stack_warp_cubic": _warp_cubic_kernel}
+
+#: C types of ElementwiseKernel parameters and the NumPy scalar each must be.
+_SCALAR_TYPES = {"float32": np.float32, "int64": np.int64}
+
+
+class ElementwiseKernel:
+    """``cupy.ElementwiseKernel``: runs :data:`KERNELS`' transcription of the named kernel."""
+
+    def __init__(self, in_params, out_params, operation, name="kernel", preamble="", **kwargs):
+        self.params = [p.split() for p in f"{in_params}, {out_params}".split(",")]
+        self.name = name
+
+    def __call__(self, *args):
+        if STATE.kernel_error is not None:
+            raise STATE.kernel_error
+        if self.name not in KERNELS:
+            raise CompileException(f"the CuPy stand-in has no NumPy transcription of kernel {self.name!r}")
+        if len(args) != len(self.params):
+            raise TypeError(f"{self.name}: {len(self.params)} arguments expected, {len(args)} given")
+        values = []
+        for param, arg in zip(self.params, args):
+            kind = param[-2]
+            if not isinstance(arg, (DeviceArray, np.ndarray)):  # a scalar: the engine passes the exact type
+                if kind not in _SCALAR_TYPES or not isinstance(arg, _SCALAR_TYPES[kind]):
+                    raise TypeError(f"{self.name}: {param[-1]} must be {kind}, got {type(arg).__name__}")
+                values.append(arg)
+            else:  # arrays: on the current device
+                array = _unwrap(arg)
+                if kind in _SCALAR_TYPES and array.dtype != _SCALAR_TYPES[kind]:
+                    raise TypeError(f"{self.name}: {param[-1]} must be float32, got {array.dtype}")
+                values.append(array)
+        KERNELS[self.name](*values)
+        return args[-1]
+
+
 def install(monkeypatch, devices=1, memory=16 * 2**30):
     """Install fresh fake CuPy modules (undone by ``monkeypatch``); returns their state."""
     global STATE
     STATE = FakeGPUState(devices, memory)
     for name, module in _make_modules().items():
         monkeypatch.setitem(sys.modules, name, module)
+    from napari_focus_stack.engine.backend import gpu
+
+    monkeypatch.setattr(gpu, "_KERNEL_CHECKS", set())  # a fresh GPU, as in a new process
     return STATE

@@ -59,7 +59,8 @@ def test_every_name_the_stand_in_offers_is_cupys(real_cupy):
                  "cuda.runtime.getDeviceCount", "cuda.runtime.memGetInfo",
                  "cuda.runtime.runtimeGetVersion", "cuda.runtime.getDeviceProperties",
                  "cuda.memory.OutOfMemoryError", "ndarray.get", "cuda.set_allocator", "cuda.MemoryPool.malloc",
-                 "cuda.get_current_stream", "cuda.Stream.synchronize"]:
+                 "cuda.get_current_stream", "cuda.Stream.synchronize", "ElementwiseKernel",
+                 "cuda.compiler.CompileException"]:
         obj = cupy
         for part in path.split("."):
             obj = getattr(obj, part)
@@ -120,8 +121,8 @@ def test_real_cupy_without_a_usable_gpu_falls_back_to_the_cpu(real_cupy):
 
 
 def test_kernel_check_is_per_cupy_module_and_retried_after_a_failure(fake_gpu):
-    # a fresh stand-in per test: an earlier module's verdict must not carry over
-    # (ids of freed modules are reused), and a failure is not remembered
+    # a fresh stand-in is a fresh process: an earlier stand-in's verdict must
+    # not carry over, and a failure is not remembered
     state = fake_gpu()
     state.kernel_error = RuntimeError("cudaErrorMemoryAllocation: out of memory")
     assert get_backend("auto").name == "cpu"
@@ -161,3 +162,25 @@ def test_accounting_survives_a_collection_inside_an_allocation(fake_gpu):
     assert not worker.is_alive(), "allocation deadlocked"
     gc.collect()
     assert state.live == [0] and state.allocations[0] == 600
+
+
+def test_stand_in_kernels_check_their_arguments(fake_gpu):
+    fake_gpu()
+    import cupy
+
+    kernel = cupy.ElementwiseKernel("raw T image, float32 m00", "float32 out", "out = 0;", "unknown_kernel")
+    with pytest.raises(cupy.cuda.compiler.CompileException, match="unknown_kernel"):
+        kernel(cupy.zeros(3), np.float32(1), cupy.zeros(3, dtype=cupy.float32))
+    fake_cupy.KERNELS["check_args"] = lambda image, m00, out: None
+    try:
+        kernel = cupy.ElementwiseKernel("raw T image, float32 m00", "float32 out", "out = 0;", "check_args")
+        out = cupy.zeros(3, dtype=cupy.float32)
+        assert kernel(cupy.zeros(3), np.float32(1), out) is out
+        with pytest.raises(TypeError, match="m00 must be float32"):
+            kernel(cupy.zeros(3), 1.0, out)  # a Python float: the engine passes exact types
+        with pytest.raises(TypeError, match="host array"):
+            kernel(np.zeros(3), np.float32(1), out)
+        with pytest.raises(TypeError, match="out must be float32"):
+            kernel(cupy.zeros(3), np.float32(1), cupy.zeros(3))
+    finally:
+        del fake_cupy.KERNELS["check_args"]

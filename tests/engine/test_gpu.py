@@ -120,7 +120,7 @@ def test_aligned_stack_agrees_with_cpu(gpu, moving):
 def test_device_warp_matches_opencv():
     import cv2
 
-    from napari_focus_stack.engine.align import source_coordinates
+    from napari_focus_stack.engine.warp import source_coordinates
     from napari_focus_stack.engine.backend import NdimageBackend
 
     rng = np.random.default_rng(5)
@@ -277,3 +277,40 @@ def test_a_gpu_budget_too_small_is_reported_in_the_callers_figures(fake_gpu, rgb
     assert message.startswith("a memory budget of 97.7 KiB is too small")
     assert "on a GPU, tiles use 80% of the budget" in message
     focus_stack(rgb.frames, device="gpu", max_memory=caught.value.need)  # enough, as promised
+
+
+def test_fused_warp_kernel_equals_the_array_code(fake_gpu):
+    # the stand-in runs a NumPy transcription of the CUDA source: the arguments
+    # the backend passes give, bit for bit, the array code's pixels
+    from napari_focus_stack.engine.backend import NdimageBackend
+
+    fake_gpu()
+    gpu = get_backend("gpu")
+    rng = np.random.default_rng(6)
+    transform = np.array([[1.021, 0.013, -3.3], [-0.011, 0.987, 2.6], [0, 0, 1]])
+    for image in [(rng.random((70, 90, 3)) * 255).astype(np.uint8), (rng.random((70, 90)) * 65535).astype(np.uint16),
+                  rng.random((70, 90), dtype=np.float32)]:
+        for rows, cols, origin in [(slice(0, 60), slice(0, 80), (0, 0)), (slice(7, 31), slice(12, 50), (5, 3))]:
+            expected = NdimageBackend().warp_cubic(image, transform, rows, cols, origin)
+            warped = gpu.to_host(gpu.warp_cubic(gpu.asarray(image), transform, rows, cols, origin))
+            np.testing.assert_array_equal(warped, expected)
+
+
+def test_a_warp_kernel_that_does_not_compile_falls_back_to_the_array_code(fake_gpu, monkeypatch):
+    import fake_cupy
+
+    from napari_focus_stack.engine.backend import NdimageBackend, kernels
+
+    fake_gpu()
+    monkeypatch.setattr(kernels, "WARP_KERNEL_FAILED", [])
+    monkeypatch.delitem(fake_cupy.KERNELS, "napari_focus_stack_warp_cubic")
+    gpu = get_backend("gpu")
+    image = np.random.default_rng(7).random((40, 50), dtype=np.float32)
+    transform = np.array([[1.01, 0, 0.4], [0, 0.99, -0.7], [0, 0, 1]])
+    expected = NdimageBackend().warp_cubic(image, transform, slice(0, 30), slice(0, 40))
+    with pytest.warns(RuntimeWarning, match="fused warp kernel not compiled"):
+        warped = gpu.warp_cubic(gpu.asarray(image), transform, slice(0, 30), slice(0, 40))
+    np.testing.assert_array_equal(gpu.to_host(warped), expected)
+    assert len(kernels.WARP_KERNEL_FAILED) == 1
+    gpu.warp_cubic(gpu.asarray(image), transform, slice(0, 30), slice(0, 40))  # not tried again, no warning
+    assert len(kernels.WARP_KERNEL_FAILED) == 1

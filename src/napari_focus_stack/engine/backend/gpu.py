@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 
 from .base import NdimageBackend
-from .kernels import WARP_KERNEL_FAILED, warp_kernel
+from . import kernels
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -46,9 +46,8 @@ def _cupy_backend(index):
     return CupyBackend(cupy, cundi, index)
 
 
-#: (CuPy module, device) pairs where a test kernel ran. Keyed by the module
-#: itself (not its id, which a later module may reuse); only successes are
-#: kept, so a transient CUDA error does not keep "auto" on the CPU for good.
+#: Devices where a test kernel ran. Only successes are kept, so a transient
+#: CUDA error does not keep "auto" on the CPU for good.
 _KERNEL_CHECKS = set()
 
 
@@ -60,8 +59,7 @@ def _kernel_check(cupy, index):
     find. Without this check such a run would fail in its first filter, deep
     in the pipeline, and ``device="auto"`` could not fall back to the CPU.
     """
-    key = (cupy, index)
-    if key in _KERNEL_CHECKS:
+    if index in _KERNEL_CHECKS:
         return None
     try:
         with cupy.cuda.Device(index):
@@ -70,7 +68,7 @@ def _kernel_check(cupy, index):
         return f"{type(exc).__name__}: {exc}"
     if total != 12:
         return f"a test kernel computed {total}, not 12"
-    _KERNEL_CHECKS.add(key)
+    _KERNEL_CHECKS.add(index)
     return None
 
 
@@ -136,17 +134,16 @@ class CupyBackend(NdimageBackend):
         each output value in the order the array code does, every
         operation rounded to nearest (``__fmul_rn`` and friends, which the
         compiler may not fuse into FMAs), so the results are identical;
-        gpu_check compares the two. Without CuPy's ``ElementwiseKernel`` (the
-        test stand-in) the array code runs.
+        gpu_check compares the two.
         """
-        kernel = warp_kernel(self.xp)
-        if kernel is None or WARP_KERNEL_FAILED:
+        if kernels.WARP_KERNEL_FAILED:
             return super().warp_cubic(image, transform, rows, cols, origin)
+        kernel = kernels.warp_kernel(self.xp)
         try:
             return self._warp_fused(kernel, image, transform, rows, cols, origin)
         except self.xp.cuda.compiler.CompileException as exc:
             # a CUDA whose compiler rejects it: the array code gives the same pixels
-            WARP_KERNEL_FAILED.append(str(exc))
+            kernels.WARP_KERNEL_FAILED.append(str(exc))
             warnings.warn(f"fused warp kernel not compiled, using array code: {exc}", RuntimeWarning, stacklevel=2)
             return super().warp_cubic(image, transform, rows, cols, origin)
 

@@ -51,11 +51,8 @@ WARP_KERNEL_FAILED = []
 
 @lru_cache(maxsize=4)
 def warp_kernel(cupy):
-    """The fused bicubic warp as a CuPy ElementwiseKernel, or None where CuPy has none."""
-    elementwise = getattr(cupy, "ElementwiseKernel", None)
-    if elementwise is None:
-        return None
-    return elementwise(
+    """The fused bicubic warp as a CuPy ElementwiseKernel (CuPy compiles it on its first call)."""
+    return cupy.ElementwiseKernel(
         "raw T image, float32 m00, float32 m01, float32 m02, float32 m10, float32 m11, float32 m12, "
         "float32 ox, float32 oy, int64 row0, int64 col0, int64 out_cols, int64 height, int64 width, "
         "int64 channels",
