@@ -1,4 +1,4 @@
-"""Tests for engine/align.py: registration, failure handling, exposure and warping.
+"""Tests for engine/align/ (registration, failure handling, exposure) and engine/warp.py (warping, coverage).
 
 Accuracy is scored as the corner residual: the four image corners mapped
 through the estimated and the true transform of each frame, RMS distance in
@@ -10,14 +10,12 @@ import pytest
 
 from napari_focus_stack.engine.align import (
     ALIGN_MODES,
-    coverage_mask,
     estimate_gains,
     estimate_pair,
     estimate_transforms,
     registration_image,
-    rescale_transforms,
-    warp_frame,
 )
+from napari_focus_stack.engine.warp import coverage_mask, rescale_transforms, warp_frame
 from napari_focus_stack.io import open_stack
 from napari_focus_stack.synthetic import make_texture, simulate_stack
 
@@ -287,7 +285,7 @@ def test_pcb_stack_breathes_monotonically(real_stack):
 
 
 def test_coverage_by_row_intervals_equals_the_per_pixel_test():
-    from napari_focus_stack.engine.align import outside_frame, source_coordinates
+    from napari_focus_stack.engine.warp import outside_frame, source_coordinates
 
     rng = np.random.default_rng(8)
     for i in range(120):
