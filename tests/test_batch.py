@@ -30,7 +30,7 @@ from napari_focus_stack.batch import (
 )
 from napari_focus_stack.cli import main
 from napari_focus_stack.distributed import process_one
-from napari_focus_stack.io import save_image
+from napari_focus_stack.io import save_image, writing
 from napari_focus_stack.synthetic import simulate_stack
 
 SHAPE = (48, 64)
@@ -249,7 +249,7 @@ def test_rewrite_removes_the_old_manifest_first(one_stack, monkeypatch):
     def interrupted(image, path, metadata=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(io, "image_writer", interrupted)
+    monkeypatch.setattr(writing, "image_writer", interrupted)
     with pytest.raises(KeyboardInterrupt):
         process_one(stack, outdir, BatchOptions(radius=8, depth=True))
     assert not outputs.manifest.exists()
@@ -363,7 +363,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(scans, tmp_pa
     assert run_cli(capsys, "batch", scans, "-o", reference, "--depth", "-q")[0] == 0
 
     outdir = tmp_path / "out"
-    real_writer = io.image_writer
+    real_writer = writing.image_writer
     written = []
 
     def dies_during_the_third_fused_image(image, path, metadata=None):
@@ -372,7 +372,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(scans, tmp_pa
             raise KeyboardInterrupt  # after field_3's depth map was written to its temporary
         return real_writer(image, path, metadata=metadata)
 
-    monkeypatch.setattr(io, "image_writer", dies_during_the_third_fused_image)
+    monkeypatch.setattr(writing, "image_writer", dies_during_the_third_fused_image)
     code, _, err = run_cli(capsys, "batch", scans, "-o", outdir, "--depth", "-q")
     assert code == 130 and "rerun with --resume" in err
     monkeypatch.undo()
@@ -497,7 +497,6 @@ def test_cli_refuses_an_output_folder_full_of_frames(tmp_path, capsys):
 
 def test_an_interrupted_first_stack_can_be_resumed(tmp_path, capsys, monkeypatch):
     # the depth map is written, then the run stops before the fused image and the manifest
-    from napari_focus_stack import distributed
     from napari_focus_stack.cli import main
     from napari_focus_stack.io import save_image as real_save
     from napari_focus_stack.synthetic import simulate_stack
@@ -507,17 +506,17 @@ def test_an_interrupted_first_stack_can_be_resumed(tmp_path, capsys, monkeypatch
         for k, frame in enumerate(simulate_stack((32, 32), 3, seed=2).frames):
             real_save(frame, tmp_path / "scans" / name / f"z{k}.png")
 
-    real_writer = distributed.stack_io.image_writer
+    real_writer = writing.image_writer
 
     def interrupted(image, path, **kwargs):
         if not str(path).endswith("_depth.tif"):
             raise KeyboardInterrupt
         return real_writer(image, path, **kwargs)
 
-    monkeypatch.setattr(distributed.stack_io, "image_writer", interrupted)
+    monkeypatch.setattr(writing, "image_writer", interrupted)
     assert main(["batch", str(tmp_path / "scans"), "-o", str(tmp_path / "out"), "--depth", "-q"]) == 130
     assert list((tmp_path / "out").iterdir()) == []  # the interrupted stack left nothing
-    monkeypatch.setattr(distributed.stack_io, "image_writer", real_writer)
+    monkeypatch.setattr(writing, "image_writer", real_writer)
     assert main(["batch", str(tmp_path / "scans"), "-o", str(tmp_path / "out"), "--depth", "-q", "--resume"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
         "a.json", "a.tif", "a_depth.tif", "b.json", "b.tif", "b_depth.tif",

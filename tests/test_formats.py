@@ -17,7 +17,7 @@ import pytest
 import tifffile
 
 from napari_focus_stack import batch, formats
-from napari_focus_stack.io import RAW_EXTENSIONS, StackReadError, open_stack, read_stack
+from napari_focus_stack.io import RAW_EXTENSIONS, StackReadError, open_stack, raw, read_stack
 
 # --- RAW frames ----------------------------------------------------------------------
 
@@ -133,8 +133,8 @@ def test_raw_frames_are_decoded_only_when_indexed(tmp_path, monkeypatch):
         decoded.append(Path(path).name)
         return real_decode(path)
 
-    real_decode = formats.decode_raw
-    monkeypatch.setattr(formats, "decode_raw", counting_decode)
+    real_decode = raw.decode_raw
+    monkeypatch.setattr(raw, "decode_raw", counting_decode)
     paths = [write_dng(tmp_path / f"z{i}.dng", corner_block()) for i in range(3)]
     frames = open_stack(paths)
     assert frames.shape == (3, 64, 96, 3) and decoded == []

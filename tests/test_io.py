@@ -14,7 +14,6 @@ import pytest
 import tifffile
 from PIL import Image, ImageOps
 
-from napari_focus_stack import io
 from napari_focus_stack.io import (
     FrameSequence,
     StackReadError,
@@ -24,6 +23,7 @@ from napari_focus_stack.io import (
     read_stack,
     save_image,
     split_into_stacks,
+    sources,
 )
 
 # The shared data sit beside the checkout: <repo root>/../shared/data/stacks.
@@ -291,7 +291,7 @@ def test_open_stack_decodes_nothing(tmp_path, monkeypatch):
         decoded.append(args)
         return imdecode(*args)
 
-    monkeypatch.setattr(io.cv2, "imdecode", counting_imdecode)
+    monkeypatch.setattr(cv2, "imdecode", counting_imdecode)
     frames = open_stack(paths)
     assert len(frames) == 2 and frames.nbytes == 2 * 4 * 4 * 3
     assert decoded == []
@@ -543,21 +543,21 @@ def test_decompression_bomb_refused_from_header(tmp_path, make, size, limit):
 
 
 def test_stack_larger_than_available_memory_is_refused(monkeypatch):
-    monkeypatch.setattr(io, "host_available_memory", lambda: 1_000_000)
+    monkeypatch.setattr(sources, "host_available_memory", lambda: 1_000_000)
     stack = np.zeros((4, 500, 500), np.uint8)  # 1 MB
     with pytest.raises(StackReadError, match="stack needs 0.00 GB but only 0.00 GB"):
         read_stack(stack)
-    monkeypatch.setattr(io, "host_available_memory", lambda: 1_000_000_000)
+    monkeypatch.setattr(sources, "host_available_memory", lambda: 1_000_000_000)
     assert read_stack(stack, memory_fraction=0.5)[0].shape == stack.shape
 
 
 def test_unknown_available_memory_skips_the_check(monkeypatch):
-    monkeypatch.setattr(io, "host_available_memory", lambda: None)
+    monkeypatch.setattr(sources, "host_available_memory", lambda: None)
     assert read_stack(np.zeros((2, 3, 3), np.uint8))[0].shape == (2, 3, 3)
 
 
 def test_available_memory_is_read():
-    available = io.host_available_memory()
+    available = sources.host_available_memory()
     assert available is None or available > 0
 
 
@@ -623,7 +623,7 @@ def test_save_is_atomic(tmp_path, monkeypatch):
         file.write(b"II*\0 half a tiff")
         raise OSError("disk full")
 
-    monkeypatch.setattr(io.tifffile, "imwrite", write_half_then_fail)
+    monkeypatch.setattr(tifffile, "imwrite", write_half_then_fail)
     with pytest.raises(OSError, match="disk full"):
         save_image(np.zeros((4, 4), np.uint8), path)
     with pytest.raises(OSError, match="disk full"):

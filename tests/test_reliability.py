@@ -21,7 +21,7 @@ from napari_focus_stack import io
 from napari_focus_stack.api import FocusStacker, MissingDataWarning, focus_stack
 from napari_focus_stack.batch import BatchOptions
 from napari_focus_stack.cli import main
-from napari_focus_stack.io import StackReadError, read_stack, save_image
+from napari_focus_stack.io import StackReadError, read_stack, save_image, writing
 
 PREFIX = "napari-focus-stack: error: "
 
@@ -224,7 +224,7 @@ def test_5_read_stack_keeps_what_the_file_holds():
 
 def failing_writer(monkeypatch, target_suffix, error):
     """Make the writer of outputs ending in ``target_suffix`` write half a file, then raise ``error``."""
-    real = io.image_writer
+    real = writing.image_writer
 
     def writer(image, path, *, metadata=None):
         write = real(image, path, metadata=metadata)
@@ -237,7 +237,7 @@ def failing_writer(monkeypatch, target_suffix, error):
 
         return half
 
-    monkeypatch.setattr(io, "image_writer", writer)
+    monkeypatch.setattr(writing, "image_writer", writer)
 
 
 def test_6_sigint_while_the_depth_map_is_written_leaves_nothing(tmp_path, frames_dir, capsys, monkeypatch):
@@ -300,10 +300,10 @@ SIGNALLED = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from napari_focus_stack import io
+    from napari_focus_stack.io import writing
     from napari_focus_stack.cli import main
 
-    real = io.image_writer
+    real = writing.image_writer
 
     def slow(image, path, *, metadata=None):
         write = real(image, path, metadata=metadata)
@@ -316,7 +316,7 @@ SIGNALLED = textwrap.dedent(
             time.sleep(60)
         return stalled
 
-    io.image_writer = slow
+    writing.image_writer = slow
     sys.exit(main(sys.argv[3:]))
     """
 )
