@@ -14,7 +14,10 @@ all-in-focus image, the depth, and where it applies the occlusion boundaries):
   every emitter's blurred light plus haze, with shot noise, dim 16-bit.
 
 :mod:`.scenes` draws families of stacks from these models for the quality
-suite (``benchmarks/quality.py``).
+suite (``benchmarks/quality.py``). What the models share: :mod:`.textures`
+(the all-in-focus truth), :mod:`.depths` (depth maps of the surface model),
+:mod:`.camera` (per-frame motion, gain, noise, quantisation); :mod:`.metrics`
+scores a result against the truth (PSNR, SSIM, depth RMSE, speckle).
 
 >>> from napari_focus_stack.synthetic import simulate_stack, psnr
 >>> sim = simulate_stack(shape=(64, 64), n_slices=6, depth="slope")
@@ -24,22 +27,11 @@ suite (``benchmarks/quality.py``).
 
 from .fluorescence import render_channels, render_fluorescence
 from .layered import PSFS, Layer, render_layers
+from .depths import KINDS_DEPTH, make_depth
+from .metrics import depth_rmse, depth_speckle, psnr, ssim, textured_mask
 from .scenes import SCENE_FAMILIES, describe_family, simulate_scene
-from .surface import (
-    KINDS_DEPTH,
-    KINDS_TEXTURE,
-    SimulatedStack,
-    _main,
-    depth_rmse,
-    depth_speckle,
-    make_depth,
-    make_texture,
-    psnr,
-    simulate_stack,
-    ssim,
-    textured_mask,
-    write_sample_stack,
-)
+from .surface import SimulatedStack, _main, simulate_stack, write_sample_stack
+from .textures import KINDS_TEXTURE, make_texture
 
 __all__ = [
     "KINDS_DEPTH",

@@ -12,7 +12,7 @@ as microscopes record them.
 import numpy as np
 
 from .layered import curve_mask, random_curve
-from .surface import _gaussian_blur
+from .textures import _gaussian_blur
 
 #: Depth bins per slice: emitters closer than this in depth are blurred together.
 _BINS_PER_SLICE = 4

@@ -19,7 +19,8 @@ from typing import Union
 import cv2
 import numpy as np
 
-from .surface import _expose, _gaussian_blur, _quantise
+from .camera import _expose, _quantise
+from .textures import _gaussian_blur
 
 #: Point spread functions :func:`defocus` accepts.
 PSFS = ("gaussian", "pillbox")

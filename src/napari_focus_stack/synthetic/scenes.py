@@ -16,7 +16,8 @@ import numpy as np
 
 from .fluorescence import blob_emitters, filament_emitters, render_fluorescence
 from .layered import Layer, curve_mask, ellipse_mask, polygon_mask, random_curve, render_layers
-from .surface import SimulatedStack, _check_shape, _octave_noise, make_texture, simulate_stack
+from .surface import SimulatedStack, simulate_stack
+from .textures import _check_shape, _octave_noise, make_texture
 
 
 def _surface(texture, depth, **options):
