@@ -14,16 +14,10 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / PACKAGE
 #: Lines a module may have.
 MAX_LINES = 700
 #: Modules over the limit today, each being split; remove a name once it is under.
-KNOWN_LONG = {
-    "napari_focus_stack.io",  # being split into a package
-    "napari_focus_stack.synthetic.surface",  # being split
-}
+KNOWN_LONG = set()
 #: Cycles known today, each being broken; a cycle counts as known when every
 #: module in it is one of these. Remove a group once its cycle is gone.
-KNOWN_CYCLES = [
-    # io lazily imports formats, which imports io's readers: being split with io
-    {"napari_focus_stack.io", "napari_focus_stack.formats"},
-]
+KNOWN_CYCLES = []
 
 
 def known_cycle(component):
