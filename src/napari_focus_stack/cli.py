@@ -280,7 +280,7 @@ def open_channels(source, args):
                 raise
     elif not isinstance(source, str):
         raise UsageError("--channel and --time pick from one microscope file, not from several inputs")
-    from .formats import open_hyperstack
+    from .io import open_hyperstack
 
     hyperstack = open_hyperstack(source)
     times = hyperstack.sizes["T"]

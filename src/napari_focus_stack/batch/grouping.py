@@ -41,7 +41,7 @@ class Stack:
 
     @property
     def is_microscope_file(self):
-        from ..formats import is_microscope_file
+        from ..io import is_microscope_file
 
         return len(self.paths) == 1 and is_microscope_file(self.paths[0])
 
@@ -50,7 +50,7 @@ def stack_channels(stack):
     """The frames of ``stack``: one :class:`FrameSequence`, or one per channel of a microscope file."""
     if not stack.is_microscope_file:
         return [open_stack(list(stack.paths))]
-    from ..formats import open_hyperstack
+    from ..io import open_hyperstack
 
     hyperstack = open_hyperstack(stack.paths[0])
     time = stack.time or 0
@@ -59,7 +59,7 @@ def stack_channels(stack):
 
 def microscope_stacks(path, name):
     """The stacks of a microscope file: one, or one per time point (``<name>_t000``...)."""
-    from ..formats import open_hyperstack
+    from ..io import open_hyperstack
 
     times = open_hyperstack(path).sizes["T"]
     if times == 1:
@@ -115,7 +115,7 @@ def group_by_subfolder(root, *, exclude=(), skipped=None):
     list of Stack
         In natural order of their names.
     """
-    from ..formats import is_microscope_file
+    from ..io import is_microscope_file
 
     root = Path(root)
     excluded = {Path(folder).resolve() for folder in exclude}
