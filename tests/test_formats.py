@@ -171,6 +171,14 @@ def test_missing_rawpy_names_the_extra(tmp_path, monkeypatch):
     assert str(caught.value) == expected
 
 
+def test_formats_is_an_alias_of_the_io_readers():
+    from napari_focus_stack.io import microscope
+
+    for name in formats.__all__:
+        home = raw if hasattr(raw, name) else microscope
+        assert getattr(formats, name) is getattr(home, name), name
+
+
 def test_raw_extensions_have_names_and_are_listed_in_folders_and_napari(tmp_path):
     assert set(formats.RAW_FORMAT_NAMES) == RAW_EXTENSIONS
     manifest = (Path(formats.__file__).parent / "napari.yaml").read_text()
