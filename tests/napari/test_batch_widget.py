@@ -5,7 +5,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from napari_focus_stack._napari import batch_widget
+from napari_focus_stack._napari import batch_view, batch_widget
 from napari_focus_stack._napari.batch_widget import (
     MAX_SEPARATE_LAYERS,
     FocusStackBatchWidget,
@@ -122,7 +122,7 @@ def test_docked_from_the_plugins_menu_preview_lists_the_stacks_and_writes_nothin
 def test_every_n_frames_on_a_flat_folder_opens_one_stacked_layer(
     make_napari_viewer, flat, monkeypatch, notifications
 ):
-    monkeypatch.setattr(batch_widget, "MAX_SEPARATE_LAYERS", 2)
+    monkeypatch.setattr(batch_view, "MAX_SEPARATE_LAYERS", 2)
     viewer = make_napari_viewer()
     widget = docked(viewer, flat, grouping="size", stack_size=N_FRAMES, output_folder=flat)
     assert widget.stack_size.enabled and not widget.pattern.enabled
@@ -175,7 +175,7 @@ def test_cancel_stops_before_the_next_stack(make_napari_viewer, scans, monkeypat
         widget.cancel()  # pressed while this stack is processed
         return process_one(stack, outdir, options)
 
-    monkeypatch.setattr(batch_widget, "process_one", cancelled_during)
+    monkeypatch.setattr(batch_view, "process_one", cancelled_during)
     widget.run()
     assert file_names(scans / "fused") == ["field_1.json", "field_1.tif"]
     assert [layer.name for layer in viewer.layers] == ["field_1"]
@@ -208,7 +208,7 @@ def test_runs_in_a_worker_thread(make_napari_viewer, qtbot, scans, notifications
 
 
 def test_at_most_max_result_layers_open(make_napari_viewer, scans, monkeypatch):
-    monkeypatch.setattr(batch_widget, "MAX_RESULT_LAYERS", 2)
+    monkeypatch.setattr(batch_view, "MAX_RESULT_LAYERS", 2)
     viewer = make_napari_viewer()
     widget = docked(viewer, scans)
     widget.run()

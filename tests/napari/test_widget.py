@@ -7,6 +7,7 @@ import pytest
 from napari.layers import Labels, Surface
 
 from napari_focus_stack import focus_stack, fuse_from_depth, simulate_stack
+from napari_focus_stack._napari.controls import gpu_item
 from napari_focus_stack._napari.layers import RUN_KEY
 from napari_focus_stack._napari.widget import FocusStackWidget
 from napari_focus_stack.engine.result import DEFAULTS
@@ -201,13 +202,13 @@ def test_stack_choices_follow_the_layer_list(make_napari_viewer, small):
 
 @pytest.mark.parametrize("kind", ["single", "batch"])
 def test_gpu_choice_is_disabled_with_the_reason(make_napari_viewer, qtbot, monkeypatch, kind):
-    from napari_focus_stack._napari import widget as widget_module
+    from napari_focus_stack._napari import controls
     from napari_focus_stack._napari.batch_widget import FocusStackBatchWidget
 
     reason = "GPU requested but CuPy is not installed"
-    monkeypatch.setattr(widget_module, "gpu_status", lambda: (False, reason))
+    monkeypatch.setattr(controls, "gpu_status", lambda: (False, reason))
     widget = {"single": FocusStackWidget, "batch": FocusStackBatchWidget}[kind](make_napari_viewer())
-    gpu_item = widget.device.native.model().item(widget_module.GPU_INDEX)
+    gpu_item = controls.gpu_item(widget.device)
     qtbot.waitUntil(lambda: "CuPy" in gpu_item.toolTip(), timeout=5_000)
     assert not gpu_item.isEnabled() and "CuPy" in widget.device.tooltip
 
@@ -267,7 +268,7 @@ def test_gpu_run_from_the_widget_thread(make_napari_viewer, qtbot, fake_gpu):
     viewer = make_napari_viewer()
     viewer.add_image(sim.frames, rgb=True, name="moving")
     widget = FocusStackWidget(viewer)
-    qtbot.waitUntil(lambda: widget.device.native.model().item(2).isEnabled(), timeout=5_000)
+    qtbot.waitUntil(lambda: gpu_item(widget.device).isEnabled(), timeout=5_000)
     widget.device.value = "gpu"
     widget.run()
     qtbot.waitUntil(lambda: "moving fused" in [layer.name for layer in viewer.layers], timeout=20_000)

@@ -7,7 +7,9 @@ a napari worker thread (progress per stack, Cancel between stacks) and opens
 the fused images as layers. A stack that fails is reported; the others go on.
 Set ``widget.synchronous = True`` to run on the calling thread, as tests do.
 
-Everything above the widget class is free of Qt and testable without a viewer.
+What is testable without a viewer (choices, plans, running them, result
+layers) is in :mod:`.batch_view`, free of Qt; the engine controls are the
+single widget's (:mod:`.controls`).
 """
 
 import threading
@@ -15,117 +17,17 @@ from functools import partial
 from pathlib import Path
 
 import napari
-import numpy as np
 from magicgui.widgets import CheckBox, ComboBox, Container, FileEdit, Label, LineEdit, PushButton, SpinBox, TextEdit
-from napari.qt.threading import create_worker
-from napari.utils import progress
 from napari.utils.notifications import show_error, show_warning
 
-from .. import batch
-from ..batch import OUTPUT_FORMATS, BatchOptions, BatchPlan, Tally  # noqa: F401 - BatchPlan: the plans this widget runs
-from ..distributed import StackOutcome, process_one
-from ..engine.result import ALIGN_MODES, DEFAULTS, METHODS
-from ..io import read_image
+from ..batch import OUTPUT_FORMATS, BatchOptions
 from . import actions
-from .layers import PROVENANCE_KEY
-from .widget import DEVICES, TOOLTIPS, _row, _spin_box, check_gpu
-
-#: Grouping rules as ``(label, value)`` choices; values are what :func:`find_stacks` takes.
-GROUPINGS = [
-    ("one stack per sub-folder", "subfolders"),
-    ("every N frames", "size"),
-    ("file-name pattern", "pattern"),
-    ("find focus sweeps automatically", "sweeps"),
-]
-#: The default output folder, made inside the input folder.
-DEFAULT_OUTPUT_NAME = "fused"
-#: Up to this many fused images open as one layer each; more of one shape open as one stacked layer.
-MAX_SEPARATE_LAYERS = 10
-#: At most this many fused images are opened (all of them are in the output folder).
-MAX_RESULT_LAYERS = 50
-DEFAULT_PATTERN = r"(?P<stack>.+)_z\d+\.\w+"
-OUTPUT_TOOLTIP = f"Fused images and their manifests (.json); by default <input>/{DEFAULT_OUTPUT_NAME}."
-PATTERN_TOOLTIP = (
-    r"A regular expression matching whole file names; its group (?P<stack>...) names the stack: "
-    r"(?P<stack>.+)_z\d+\.tif puts a_z1.tif and a_z2.tif in stack a."
+from .batch_view import (  # noqa: F401 - the Qt-free model, re-exported: what the widget shows and runs
+    DEFAULT_OUTPUT_NAME, DEFAULT_PATTERN, GROUPINGS, MAX_RESULT_LAYERS, MAX_SEPARATE_LAYERS, OUTPUT_TOOLTIP,
+    PATTERN_TOOLTIP, batch_layers, find_stacks, iter_batch, plan_batch, read_fused, summarize,
 )
-
-
-def find_stacks(root, grouping, *, stack_size=10, pattern=""):
-    """The stacks in ``root`` by one of the :data:`GROUPINGS` rules (:func:`napari_focus_stack.batch.find_stacks`).
-
-    Raises
-    ------
-    ValueError
-        ``root`` is not a folder, the pattern is invalid, or no stack is found.
-    """
-    return batch.find_stacks(root, grouping, stack_size=stack_size, pattern=pattern).stacks
-
-
-def plan_batch(root, outdir, options, *, grouping, stack_size=10, pattern="", resume=False):
-    """Find the stacks and check their outputs, writing nothing (:func:`napari_focus_stack.batch.plan_batch`)."""
-    return batch.plan_batch(root, outdir, options, grouping=grouping, stack_size=stack_size, pattern=pattern, resume=resume)
-
-
-def read_fused(path, name):
-    """Layer data ``(image, kwargs, "image")`` of a fused image a batch wrote.
-
-    TIFF files carry the run's parameters (kept in the layer's metadata) and
-    their pixel size, which sets the layer's scale.
-    """
-    image, provenance = read_image(path)
-    kwargs = {"name": name, "rgb": image.ndim == 3, "metadata": {PROVENANCE_KEY: provenance}}
-    if provenance.get("pixel_size_um") is not None:
-        kwargs.update(scale=tuple(provenance["pixel_size_um"]), units=("µm", "µm"))
-    return image, kwargs, "image"
-
-
-def iter_batch(plan, cancel):
-    """Process the stacks of ``plan`` in order; yield ``(outcome, fused)`` after each.
-
-    ``fused`` is the layer data of the stack's fused image (:func:`read_fused`)
-    for the first :data:`MAX_RESULT_LAYERS` finished stacks, else None. Stacks
-    ``plan.complete`` marks are skipped. Stops before the next stack once
-    ``cancel`` (a :class:`threading.Event`) is set.
-    """
-    plan.outdir.mkdir(parents=True, exist_ok=True)
-    n_read = 0
-    for stack, outputs, complete in zip(plan.stacks, plan.outputs, plan.complete):
-        if cancel.is_set():
-            return
-        if complete:
-            outcome = StackOutcome(stack.name, "skipped", n_frames=len(stack.paths))
-        else:
-            outcome = process_one(stack, plan.outdir, plan.options)
-        fused = None
-        if not outcome.failed and n_read < MAX_RESULT_LAYERS:
-            fused = read_fused(outputs.fused, stack.name)
-            n_read += 1
-        yield outcome, fused
-
-
-def batch_layers(fused, title):
-    """One layer per fused image, or one layer ``title`` stacking them all.
-
-    They are stacked when there are more than :data:`MAX_SEPARATE_LAYERS` of
-    one shape and dtype; the stacked layer lists the stack names in its
-    metadata and has no physical scale (stacks need not share a pixel size).
-    """
-    shapes = {(image.shape, image.dtype) for image, _, _ in fused}
-    if len(fused) <= MAX_SEPARATE_LAYERS or len(shapes) > 1:
-        return list(fused)
-    names = [kwargs["name"] for _, kwargs, _ in fused]
-    rgb = fused[0][1]["rgb"]
-    kwargs = {"name": title, "rgb": rgb, "axis_labels": ("stack", "y", "x"), "metadata": {"stacks": names}}
-    return [(np.stack([image for image, _, _ in fused]), kwargs, "image")]
-
-
-def summarize(outcomes, n_stacks):
-    """``"12 done, 1 skipped, 2 failed"``, saying so when the batch stopped early."""
-    tally = Tally.of(outcomes, n_stacks)
-    if tally.finished < tally.total:
-        return f"Stopped after {tally.finished} of {tally.total} stacks ({tally.counts()}); Run with Resume to do the rest"
-    return tally.counts()
+from .controls import check_gpu, engine_controls, params_of, row
+from .tasks import start_worker
 
 
 class FocusStackBatchWidget(Container):
@@ -145,14 +47,9 @@ class FocusStackBatchWidget(Container):
         self.preview_button = PushButton(text="Preview")
         self.stack_list = TextEdit(value="")
         self.stack_list.native.setReadOnly(True)
-        self.radius = _spin_box("radius", "Radius (px)")
-        self.smoothing = _spin_box("smoothing", "Smoothing")
-        self.scale_factor = _spin_box("scale_factor", "Scale factor")
-        self.method = ComboBox(label="Method", choices=METHODS, value=DEFAULTS["method"], tooltip=TOOLTIPS["method"])
-        self.align = ComboBox(
-            label="Alignment", choices=ALIGN_MODES, value=DEFAULTS["align"], tooltip=TOOLTIPS["align"]
-        )
-        self.device = ComboBox(label="Device", choices=DEVICES, value=DEFAULTS["device"])
+        self.engine = engine_controls()
+        self.radius, self.smoothing, self.scale_factor = (self.engine[n] for n in ("radius", "smoothing", "scale_factor"))
+        self.method, self.align, self.device = (self.engine[n] for n in ("method", "align", "device"))
         self.format = ComboBox(label="Format", choices=OUTPUT_FORMATS, value="tif")
         self.depth = CheckBox(text="Depth maps", value=False)
         self.confidence = CheckBox(text="Confidence maps", value=False)
@@ -165,8 +62,8 @@ class FocusStackBatchWidget(Container):
             [
                 self.input_folder, self.output_folder, self.grouping, self.stack_size, self.pattern,
                 self.preview_button, self.stack_list, self.radius, self.smoothing, self.scale_factor,
-                self.method, self.align, self.device, self.format, _row(self.depth, self.confidence),
-                self.resume, _row(self.run_button, self.cancel_button), self.status,
+                self.method, self.align, self.device, self.format, row(self.depth, self.confidence),
+                self.resume, row(self.run_button, self.cancel_button), self.status,
             ]
         )  # fmt: skip
         self.input_folder.changed.connect(self._on_input_changed)
@@ -190,10 +87,8 @@ class FocusStackBatchWidget(Container):
     def options(self):
         """The :class:`BatchOptions` set in the widget, checked."""
         return BatchOptions(
-            radius=self.radius.value, smoothing=self.smoothing.value, scale_factor=self.scale_factor.value,
-            method=self.method.value, align=self.align.value, device=self.device.value,
-            format=self.format.value, depth=self.depth.value, confidence=self.confidence.value,
-        )  # fmt: skip
+            params_of(self.engine), format=self.format.value, depth=self.depth.value, confidence=self.confidence.value
+        )
 
     def preview(self, event=None):
         """List the stacks Run would make, writing nothing."""
@@ -229,17 +124,10 @@ class FocusStackBatchWidget(Container):
         )  # fmt: skip
         self._set_busy(True)
         self.status.value = f"Finding stacks in {root}…"
-        if not self.synchronous:
-            self.worker = create_worker(
-                plan, _progress={"desc": "Finding stacks"}, _connect={"returned": then, "errored": self._plan_failed}
-            )
-            return
-        try:
-            planned = plan()
-        except ValueError as error:
-            self._plan_failed(error)
-        else:
-            then(planned)
+        self.worker = start_worker(
+            plan, progress={"desc": "Finding stacks"}, on_returned=then, on_failed=self._plan_failed,
+            synchronous=self.synchronous, reported=(ValueError,),
+        )  # fmt: skip
 
     def _plan_failed(self, error):
         """Say why there is nothing to run; anything but a mistake in the inputs is a bug, raised."""
@@ -258,18 +146,10 @@ class FocusStackBatchWidget(Container):
         self.plan, self.outcomes, self.fused = plan, [], []
         self.stack_list.value = plan.describe()
         description = f"Focus stacking {len(plan.stacks)} stacks"
-        if not self.synchronous:
-            self.worker = create_worker(
-                iter_batch, plan, self.cancel_event,
-                _progress={"total": len(plan.stacks), "desc": description},
-                _connect={"yielded": self._record, "finished": self._finish},
-            )  # fmt: skip
-            return
-        try:
-            for step in progress(iter_batch(plan, self.cancel_event), total=len(plan.stacks), desc=description):
-                self._record(step)
-        finally:
-            self._finish()
+        self.worker = start_worker(
+            iter_batch, plan, self.cancel_event, progress={"total": len(plan.stacks), "desc": description},
+            on_yielded=self._record, on_finished=self._finish, synchronous=self.synchronous,
+        )  # fmt: skip
 
     def _record(self, step):
         """Note one stack's outcome and show it in the status line."""

@@ -5,34 +5,19 @@ The work runs in a napari worker thread (:mod:`.tasks`); set
 Layer building lives in :mod:`.layers` and viewer changes in :mod:`.actions`.
 """
 
-from contextlib import suppress
-
 import napari
-from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, Select, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, Label, PushButton, Select
 from napari.layers import Image
-from napari.qt.threading import create_worker
 from napari.utils.notifications import show_error, show_warning
 
-from ..engine.backend import gpu_status
 from ..engine.depth import MIN_CONFIDENCE
-from ..engine.result import ALIGN_MODES, DEFAULTS, METHODS, RANGES, StackParams
 from . import actions, layers
+from .controls import check_gpu, engine_controls, params_of, row
 from .stacking import StackLayout, expected_steps, iter_stack_layer
-from .tasks import FrameTask
+from .tasks import FrameTask, start_worker
 
+#: Tooltips of this widget's own controls (the engine's are in :mod:`.controls`).
 TOOLTIPS = {
-    "radius": "Half-size (px) of the window in which sharpness is measured. Larger is "
-    "steadier on noisy or weakly textured images; smaller keeps depth edges tighter.",
-    "smoothing": "Smoothing (px) of the sharpness maps: neighbouring pixels agree more "
-    "on their best frame.",
-    "scale_factor": "Compute at this many times the input resolution; results cover the "
-    "same field of view with smaller pixels.",
-    "method": "weighted: frames averaged by sharpness (cleanest on noisy, smooth areas). "
-    "depthmap: each pixel from the frames at its depth (crispest on steep fine detail; "
-    "what retouching follows). pyramid: sharpest detail per scale; can show halos.",
-    "align": "How frames are registered to the middle frame before fusing: shift, rotation "
-    "and scale (focus breathing); a full affine map; shift only; or 'none' to take them "
-    "as they are. Motion under 1.5 px is left alone.",
     "show_aligned": "Also add the aligned frames as a layer, to check the alignment.",
     "min_confidence": "Confidence (0-1) around a pixel below which its depth counts as a guess "
     "and is hidden. The depth map keeps every value; retouching and saving use them.",
@@ -54,19 +39,6 @@ TOOLTIPS = {
     "refuse": "Fuse again, taking painted regions from the frames painted; focus is not "
     "measured again.",
 }
-DEVICES = [("Auto", "auto"), ("CPU", "cpu"), ("GPU", "gpu")]
-GPU_INDEX = 2
-
-
-def _spin_box(name, label):
-    low, high = RANGES[name]
-    return SpinBox(label=label, min=low, max=high, value=DEFAULTS[name], tooltip=TOOLTIPS[name])
-
-
-def _row(*widgets):
-    return Container(widgets=widgets, layout="horizontal", labels=False)
-
-
 def _z_step_um(layer, axis):
     """The layer's spacing along ``axis`` in µm, or 0 when it is unknown (1 pixel)."""
     scale, unit = float(layer.scale[axis]), layer.units[axis]
@@ -161,26 +133,6 @@ def _layer_data(layer):
     return layer.data[0] if layer.multiscale else layer.data
 
 
-def check_gpu(device_box):
-    """Grey out the GPU choice of ``device_box`` unless a GPU is usable, with the reason as its tooltip.
-
-    CuPy is asked off the main thread: importing it can take seconds.
-    """
-    show_gpu_status(device_box, False, "Checking for a GPU…")
-    worker = create_worker(gpu_status, _start_thread=False, _ignore_errors=True)
-    worker.returned.connect(lambda status: show_gpu_status(device_box, *status))
-    worker.start()
-
-
-def show_gpu_status(device_box, available, reason):
-    """Enable the GPU choice, or disable it with the reason as its tooltip."""
-    with suppress(RuntimeError):  # the widget was closed before the check finished
-        item = device_box.native.model().item(GPU_INDEX)
-        item.setEnabled(available)
-        item.setToolTip(reason)
-        device_box.tooltip = f"Where to compute. {reason}"
-
-
 class FocusStackWidget(Container):
     """Dock widget that focus-stacks an image layer into fused, depth and confidence layers."""
 
@@ -208,19 +160,9 @@ class FocusStackWidget(Container):
         )
         self.z_step.native.setSpecialValueText("unknown")
         self.z_step.native.setDecimals(3)
-        self.radius = _spin_box("radius", "Radius (px)")
-        self.smoothing = _spin_box("smoothing", "Smoothing")
-        self.scale_factor = _spin_box("scale_factor", "Scale factor")
-        self.method = ComboBox(
-            label="Method", choices=METHODS, value=DEFAULTS["method"], tooltip=TOOLTIPS["method"]
-        )
-        self.align = ComboBox(
-            label="Alignment",
-            choices=ALIGN_MODES,
-            value=DEFAULTS["align"],
-            tooltip=TOOLTIPS["align"],
-        )
-        self.device = ComboBox(label="Device", choices=DEVICES, value=DEFAULTS["device"])
+        self.engine = engine_controls()
+        self.radius, self.smoothing, self.scale_factor = (self.engine[n] for n in ("radius", "smoothing", "scale_factor"))
+        self.method, self.align, self.device = (self.engine[n] for n in ("method", "align", "device"))
         self.show_aligned = CheckBox(text="Show aligned frames", value=False, tooltip=TOOLTIPS["show_aligned"])
         self.mark_unfocused = CheckBox(text="Hide unfocused depth", value=True, tooltip=TOOLTIPS["mark_unfocused"])
         self.min_confidence = FloatSpinBox(
@@ -239,8 +181,8 @@ class FocusStackWidget(Container):
                 self.z_step, self.radius, self.smoothing,
                 self.scale_factor, self.method, self.align, self.show_aligned, self.mark_unfocused,
                 self.min_confidence, self.device,
-                _row(self.run_button, self.cancel_button),
-                _row(self.surface_button, self.edit_button, self.refuse_button),
+                row(self.run_button, self.cancel_button),
+                row(self.surface_button, self.edit_button, self.refuse_button),
                 self.status,
             ]
         )  # fmt: skip
@@ -368,14 +310,7 @@ class FocusStackWidget(Container):
     # --- running -----------------------------------------------------------
     def params(self):
         """The parameters set in the widget, checked."""
-        return StackParams(
-            radius=self.radius.value,
-            smoothing=self.smoothing.value,
-            scale_factor=self.scale_factor.value,
-            method=self.method.value,
-            align=self.align.value,
-            device=self.device.value,
-        )
+        return params_of(self.engine)
 
     def run(self, event=None):
         """Focus-stack the chosen layer; results appear when it is done."""
@@ -449,13 +384,11 @@ class FocusStackWidget(Container):
 
     def _show_aligned(self, run):
         """Add the aligned frames as a layer; they are warped off the main thread."""
-        if self.synchronous:
-            actions.add_or_replace(self.viewer, layers.aligned_layer(run))
-            return
-        worker = create_worker(layers.aligned_layer, run, _start_thread=False)
-        worker.returned.connect(lambda layer_data: actions.add_or_replace(self.viewer, layer_data))
-        worker.errored.connect(lambda error: show_error(f"Could not show the aligned frames: {error}"))
-        worker.start()
+        start_worker(
+            layers.aligned_layer, run, on_returned=lambda layer_data: actions.add_or_replace(self.viewer, layer_data),
+            on_failed=lambda error: show_error(f"Could not show the aligned frames: {error}"),
+            synchronous=self.synchronous,
+        )  # fmt: skip
 
     def _show_cancelled(self):
         self.status.value = "Cancelled: no layers changed."
