@@ -43,8 +43,8 @@ def test_pyramid_fusion_of_identical_frames_is_identity():
     frame = rng.random((40, 60, 3), dtype=np.float32)
     fusion = PyramidFusion(BE, pyramid_levels(frame.shape))
     for _ in range(3):
-        fusion.update(frame)
-    np.testing.assert_allclose(fusion.finish(), frame, atol=1e-5)
+        fusion.update_frame(frame)
+    np.testing.assert_allclose(fusion.collapse(), frame, atol=1e-5)
 
 
 def test_to_dtype_rounds_and_clips():
@@ -77,7 +77,7 @@ def test_weighted_fusion_reaches_no_farther_than_it_says():
     def fused(frames, scores):
         fusion = WeightedFusion(be)
         for frame, score in zip(frames, scores):
-            fusion.update(frame, score.copy(), 0.0, None, 1.0)  # update turns the scores into weights in place
+            fusion.update_frame(frame, score.copy(), 0.0, None, 1.0)  # update turns the scores into weights in place
         return fusion.finish(np.float32)
 
     before = fused(frames, scores)
@@ -126,6 +126,55 @@ def test_weighted_fusion_streams_what_the_plain_blend_computes(borrow):
     fusion = WeightedFusion(be)
     for frame, score in zip(frames, scores):
         borrowed = (np.full_like(frame, np.nan), np.full_like(frame, np.nan)) if borrow else None
-        fusion.update(frame, score.copy(), 1e-4, None, 0.02, borrowed=borrowed)
+        fusion.update_frame(frame, score.copy(), 1e-4, None, 0.02, borrowed=borrowed)
     expected = reference_weighted_blend(frames, scores, 1e-4, 0.02, be)
     np.testing.assert_allclose(fusion.finish(np.float32), expected, rtol=0, atol=1e-5)
+
+
+# --- every method through the Fusion interface ---------------------------------------------
+
+
+def fuse_through_the_interface(method, frames):
+    """What the pipeline does with a fusion, written out: per frame a FrameStep, then its finish."""
+    from napari_focus_stack.engine.depth import SliceSelector
+    from napari_focus_stack.engine.focus import FocusMeasure
+    from napari_focus_stack.engine.fuse import FUSIONS, FrameStep
+    from napari_focus_stack.engine.pipeline import finish_in_bands
+
+    selector, measure = SliceSelector(BE), FocusMeasure(2, 1, BE)
+    fusion = FUSIONS[method].for_image(BE, frames[0].shape)
+    for frame in frames:
+        score = measure(frame)
+        took_best, took_above = selector.update(BE.gaussian(score, 4.0))
+        fusion.update(FrameStep(frame, score, took_best, took_above))
+    fusion.release_frames()
+    depth, _, fused = finish_in_bands(selector, fusion.band_finisher(selector), np.float32, BE)
+    return depth, (fusion.finish(np.float32) if fused is None else fused)
+
+
+@pytest.mark.parametrize("method", ["weighted", "depthmap", "pyramid"])
+def test_each_fusion_takes_each_half_from_the_frame_sharp_there(method):
+    rng = np.random.default_rng(5)
+    texture = rng.uniform(0.2, 0.8, (64, 96)).astype(np.float32)
+    left = np.zeros((64, 96), bool)
+    left[:, :48] = True
+    frames = [np.where(left, texture, 0.5).astype(np.float32), np.where(left, 0.5, texture).astype(np.float32)]
+    depth, fused = fuse_through_the_interface(method, frames)
+    assert fused.shape == (64, 96) and fused.dtype == np.float32
+    inner = (slice(8, -8), slice(8, 40)), (slice(8, -8), slice(56, -8))  # away from the seam and the borders
+    for k, region in enumerate(inner):
+        assert np.abs(fused[region] - texture[region]).max() < 0.02, (method, k)
+        np.testing.assert_allclose(depth[region], k, atol=0.05)
+
+
+def test_the_registry_holds_every_method_and_declares_what_tiling_needs():
+    from napari_focus_stack.engine.fuse import FUSIONS, Fusion
+    from napari_focus_stack.engine.result import METHODS
+
+    assert set(FUSIONS) == set(METHODS)
+    for method, fusion in FUSIONS.items():
+        assert issubclass(fusion, Fusion) and fusion.method == method
+        assert fusion.bytes_per_pixel(3, 1) > 0 and fusion.tile_multiple((512, 512)) >= 1
+        assert fusion.reach((512, 512), 30, 10) >= 30
+    assert not FUSIONS["depthmap"].regularises_depth and FUSIONS["weighted"].regularises_depth
+    assert FUSIONS["pyramid"].tile_multiple((512, 512)) == 2 ** pyramid_levels((512, 512))

@@ -39,7 +39,7 @@ from .depth import REGULARISE_SIGMA, SliceSelector, fill_unsupported_depth, regu
 from .focus import FocusMeasure, depth_sigma
 from .noise import NoiseProbe
 from .dtypes import to_dtype
-from .fuse import DepthMapFusion, PyramidFusion, WeightedFusion, fuse_frames_at_depth, pyramid_levels
+from .fuse import FUSIONS, FrameStep, fuse_frames_at_depth
 from .result import Progress, StackCancelled, StackResult
 from .tiling import MemoryBudgetError, format_bytes, plan_refuse_tiles, plan_tiles, tile_bytes
 
@@ -129,25 +129,19 @@ def finish_in_bands(selector, fuse_rows, dtype, be, floor=0.0):
     return depth, confidence, fused
 
 
-def _make_fusion(params, be, levels):
-    if params.method == "depthmap":
-        return DepthMapFusion(be)
-    if params.method == "weighted":
-        return WeightedFusion(be)
-    return PyramidFusion(be, levels)
-
-
-def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
+def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None):
     """Stream ``frames`` (one tile of them) through the stages on ``be``.
 
     Generator: yields the index of each frame done; returns ``(fused, depth,
     confidence)`` as host arrays. ``timings`` (a dict) accumulates seconds
     per stage. ``noise`` is the run's :class:`NoiseProbe` (whole frames'
     noise, the same for every tile); without it no noise floor is used.
+    ``out_shape`` is the whole image's output shape (a fusion's pyramid
+    depth follows it, so every tile has the same).
     """
     selector = SliceSelector(be)
     measure = FocusMeasure(params.radius, params.smoothing, be)
-    fusion = _make_fusion(params, be, levels)
+    fusion = FUSIONS[params.method].for_image(be, out_shape)
     to_unit = be.xp.float32(1.0 / value_range(frames.dtype))
     stop = cancel.is_set if cancel is not None else (lambda: False)
     clock = time.perf_counter()
@@ -171,20 +165,13 @@ def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
         t1 = time.perf_counter()
         took_best, took_above = selector.update(selection)
         t2 = time.perf_counter()
-        if params.method == "depthmap":
-            fusion.update(frame, took_best, took_above)
-        elif params.method == "weighted":
-            if noise is None:
-                fusion.update(frame, score, uncovered=uncovered)
-            else:
-                floor = noise.floor(k, params.radius, params.scale_factor)
-                fusion.update(
-                    frame, score, floor, uncovered, reference=noise.reference(params.radius),
-                    borrowed=(gray, measure.scratch),  # both free until the next frame
-                )  # fmt: skip
-        else:
-            fusion.update(frame)
-        del frame, gray, score, selection, took_best, took_above
+        step = FrameStep(frame, score, took_best, took_above, uncovered)
+        if noise is not None:
+            step.floor = noise.floor(k, params.radius, params.scale_factor)
+            step.reference = noise.reference(params.radius)
+            step.borrowed = (gray, measure.scratch)  # both free until the next frame
+        fusion.update(step)
+        del frame, gray, score, selection, took_best, took_above, step
         clock, t3 = time.perf_counter(), clock
         for stage, seconds in (("read", t0 - t3), ("focus", t1 - t0), ("select", t2 - t1), ("fuse", clock - t2)):
             timings[stage] = timings.get(stage, 0.0) + seconds
@@ -196,21 +183,12 @@ def stack_tile(frames, params, be, levels, cancel, timings, noise=None):
     selector.previous = None
     # confidence counts the stack's noise energy as no detail (engine/noise.py)
     floor = 0.0 if noise is None else max(noise.floor(k, params.radius, params.scale_factor) for k in range(len(frames)))
-    if params.method == "depthmap":
-        fusion.previous = None
-
-        def fuse_rows(rows, depth):
-            return fusion.finish(depth, selector.index[rows], selector.count, rows)
-
-        depth, confidence, fused = finish_in_bands(selector, fuse_rows, frames.dtype, be, floor)
-    else:  # the pyramids are collapsed whole
-        depth, confidence, _ = finish_in_bands(selector, None, frames.dtype, be, floor)
-        selector = None  # its per-pixel state, freed before the pyramids are collapsed
-        if params.method == "weighted":
-            fused = fusion.finish(frames.dtype)
-        else:
-            fused = to_dtype(fusion.finish(), frames.dtype, be)
-    if params.method != "depthmap":  # depth-map fusion follows its depth: retouching re-fuses along it exactly
+    fusion.release_frames()
+    depth, confidence, fused = finish_in_bands(selector, fusion.band_finisher(selector), frames.dtype, be, floor)
+    if fused is None:  # the pyramids are collapsed whole
+        selector = None  # its per-pixel state, freed first
+        fused = fusion.finish(frames.dtype)
+    if fusion.regularises_depth:  # depth-map fusion follows its depth: retouching re-fuses along it exactly
         depth = regularise_depth(depth, confidence, be, REGULARISE_SIGMA)
     outputs = be.to_host(fused), be.to_host(depth), be.to_host(confidence)
     timings["finish"] = timings.get("finish", 0.0) + time.perf_counter() - clock
@@ -361,15 +339,15 @@ def _output_arrays(frames, params):
     return fused, np.empty(plane, np.float32), np.empty(plane, np.float32)
 
 
-def _stack_tiles(frames, params, be, tiles, levels, cancel, timings, noise=None):
+def _stack_tiles(frames, params, be, tiles, out_shape, cancel, timings, noise=None):
     """Tiles one after the other on one backend; yields Progress, returns the outputs."""
     n = len(frames)
     with be.device():  # the backend's GPU, whichever thread created the backend
         if len(tiles) == 1:
-            return (yield from _relabel(stack_tile(frames, params, be, levels, cancel, timings, noise), 0, n))
+            return (yield from _relabel(stack_tile(frames, params, be, out_shape, cancel, timings, noise), 0, n))
         outputs = _output_arrays(frames, params)
         for i, tile in enumerate(tiles):
-            steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, cancel, timings, noise)
+            steps = stack_tile(CroppedFrames(frames, tile.read), params, be, out_shape, cancel, timings, noise)
             for whole, part in zip(outputs, (yield from _relabel(steps, i * n, len(tiles) * n))):
                 whole[tile.write] = part[tile.keep]
             steps = part = None
@@ -377,7 +355,7 @@ def _stack_tiles(frames, params, be, tiles, levels, cancel, timings, noise=None)
         return outputs
 
 
-def _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, timings, noise=None):
+def _stack_tiles_on_devices(frames, params, backends, tiles, out_shape, cancel, timings, noise=None):
     """Tiles spread over several devices, one thread each; yields Progress."""
     n, total = len(frames), len(tiles) * len(frames)
     outputs = _output_arrays(frames, params)
@@ -394,7 +372,7 @@ def _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, tim
                     tile = todo.get_nowait()
                 except queue.Empty:
                     return
-                steps = stack_tile(CroppedFrames(frames, tile.read), params, be, levels, stop, {}, noise)
+                steps = stack_tile(CroppedFrames(frames, tile.read), params, be, out_shape, stop, {}, noise)
                 while True:
                     try:
                         next(steps)
@@ -452,7 +430,7 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
         timings["align"] = time.perf_counter() - started
     channels = frames.shape[3] if len(frames.shape) == 4 else 1
     s = params.scale_factor
-    levels = pyramid_levels((frames.shape[1] * s, frames.shape[2] * s))
+    out_shape = (frames.shape[1] * s, frames.shape[2] * s)
     budget = max_memory or backends[0].default_budget()
     out_of_memory = tuple({error for b in backends for error in b.out_of_memory})
     device_warp = alignment is not None and backends[0].warps_on_device
@@ -473,9 +451,9 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
         )
         try:
             if len(backends) == 1:
-                steps = _stack_tiles(frames, params, backends[0], tiles, levels, cancel, timings, noise)
+                steps = _stack_tiles(frames, params, backends[0], tiles, out_shape, cancel, timings, noise)
             else:
-                steps = _stack_tiles_on_devices(frames, params, backends, tiles, levels, cancel, timings, noise)
+                steps = _stack_tiles_on_devices(frames, params, backends, tiles, out_shape, cancel, timings, noise)
             fused, depth, confidence = yield from steps
             break
         except out_of_memory:
@@ -487,7 +465,7 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
             b.release_memory()
         # half of what the largest tile needed, so the next plan has smaller tiles
         budget = tile_bytes(tiles, params, channels, frames.dtype.itemsize, **plan) // 2
-    if params.method != "depthmap":
+    if FUSIONS[params.method].regularises_depth:
         # on the assembled map, on the host: tiles and devices give the same depth
         clock = time.perf_counter()
         fill_unsupported_depth(depth, confidence)

@@ -14,7 +14,7 @@ from .warp import HOST_WARP_BAND_PIXELS
 from .backend import gaussian_kernel
 from .depth import REGULARISE_SIGMA
 from .focus import PRESMOOTH_SIGMA, depth_sigma
-from .fuse import WEIGHTED_LEVELS, pyramid_levels, pyramid_reach, weighted_reach
+from .fuse import FUSIONS
 
 
 class MemoryBudgetError(ValueError):
@@ -50,13 +50,10 @@ def reach(params, out_shape):
     # depth is selected on the scores smoothed once more (focus.depth_sigma),
     # then regularised by confidence over a neighbourhood (depth.regularise_depth)
     selection = focus + len(gaussian_kernel(depth_sigma(params.smoothing))) // 2
-    if params.method != "depthmap":
+    fusion = FUSIONS[params.method]
+    if fusion.regularises_depth:
         selection += len(gaussian_kernel(REGULARISE_SIGMA)) // 2
-    if params.method == "pyramid":
-        return max(selection, pyramid_reach(pyramid_levels(out_shape)))
-    if params.method == "weighted":  # the scores, blended on a small pyramid
-        return max(selection, focus + weighted_reach())
-    return selection
+    return fusion.reach(out_shape, selection, focus)
 
 
 def warp_band_bytes(band_pixels, channels, itemsize):
@@ -75,14 +72,7 @@ def working_bytes_per_pixel(channels, itemsize, params, device_warp=False):
     frame = channels * itemsize
     # best/below/above/total, index, focus and depth-selection buffers, grey, masks
     select = 4 * 4 + 2 + 3 * 4 + 2 * 4 + 4 + 2
-    if params.method == "depthmap":
-        fuse = 5 * frame  # best, below, above, previous and current frame
-    elif params.method == "weighted":
-        # accumulated pyramids of each channel and of the weights, this frame's
-        # weight pyramid, a float plane and its bands, the float frame
-        fuse = 1.34 * (channels + 2) * 4 + 4 * 4 + channels * 4 + frame
-    else:
-        fuse = 2 * 1.34 * (channels + 1) * 4 + channels * 4  # kept + current pyramids, float frame
+    fuse = FUSIONS[params.method].bytes_per_pixel(channels, itemsize)
     if params.scale_factor > 1:
         fuse += channels * 4  # up-sampled float frame
     raw = 2 * frame / params.scale_factor**2  # decoded frame and the one read ahead
@@ -180,7 +170,7 @@ def plan_tiles(
     tile_budget = budget_bytes - whole_frames
 
     # Tile origins on a grid fine enough for the pyramid's sub-sampling.
-    align = {"pyramid": 2 ** pyramid_levels((height * s, width * s)), "weighted": 2**WEIGHTED_LEVELS}.get(params.method, 1)
+    align = FUSIONS[params.method].tile_multiple((height * s, width * s))
     halo = math.ceil((math.ceil(reach(params, (height * s, width * s)) / s) + 1) / align) * align
     # input pixels per tile side, halo included
     if band_pixels:  # tiles finished in one band, or in bands of ``band_pixels`` if larger
