@@ -18,7 +18,7 @@ class AlignedFrames:
     ``warp_seconds`` adds up the time spent warping.
     """
 
-    #: Marks frames that are resampled when read (see :func:`~.pipeline.device_warped`).
+    #: Marks frames that are resampled when read (see :func:`napari_focus_stack.engine.frames.device_warped`).
     is_aligned = True
 
     def __init__(self, frames, transforms, gains, offsets):
