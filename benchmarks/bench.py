@@ -226,7 +226,10 @@ def make_tools(args):
     """Our methods (the default first) and the peers found; names of the peers that are missing."""
     tools = [Tool(f"ours ({m})", our_cli(), f"ours-{m}", napari_focus_stack.__version__) for m in METHODS]
     missing = []
-    for name, option, version_flag in (("enfuse", args.enfuse, "--version"), ("focusweave", args.focusweave, "--version")):
+    for name, option, version_flag in (
+        ("enfuse", args.enfuse, "--version"),
+        ("focusweave", args.focusweave, "--version"),
+    ):
         path = find_peer(option, name)
         if path is None:
             missing.append(name)
@@ -273,7 +276,9 @@ def run_measured(argv):
     launcher's own start-up.
     """
     with tempfile.TemporaryFile() as err:
-        done = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *map(str, argv)], stdout=subprocess.PIPE, stderr=err)
+        done = subprocess.run(
+            [sys.executable, "-S", "-c", LAUNCHER, *map(str, argv)], stdout=subprocess.PIPE, stderr=err
+        )
         err.seek(0)
         tail = err.read()[-2000:].decode(errors="replace")
     try:
@@ -561,7 +566,7 @@ def decode_costs(cached, repeat):
     for workers in (1, 2):
         samples = []
         for _ in range(repeat):
-            wall, cpu, _ = timed(lambda: decode_all(cached.frames_dir, workers))
+            wall, cpu, _ = timed(lambda workers=workers: decode_all(cached.frames_dir, workers))
             samples.append({"wall": wall, "cpu": cpu})
         m = medians(samples)
         label = f"decode {n} JPEGs, {'sequential' if workers == 1 else f'{workers} threads'}"
@@ -603,7 +608,7 @@ def write_costs(result, out_dir, repeat):
     for name, image in outputs.items():
         path = out_dir / f"{name}.tif"
         costs[f"write {name} TIFF ({image.nbytes / 2**20:.0f} MiB)"] = statistics.median(
-            timed(lambda: save_image(image, path, metadata=info))[0] for _ in range(repeat)
+            timed(lambda image=image, path=path: save_image(image, path, metadata=info))[0] for _ in range(repeat)
         )
     return costs
 
@@ -747,9 +752,7 @@ def md_table(headers, rows, align):
     widths = [max(w, 3) for w in widths]
 
     def line(cells):
-        padded = [
-            str(c).rjust(w) if a == "r" else str(c).ljust(w) for c, w, a in zip(cells, widths, align)
-        ]
+        padded = [str(c).rjust(w) if a == "r" else str(c).ljust(w) for c, w, a in zip(cells, widths, align)]
         return "| " + " | ".join(padded) + " |"
 
     rule = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2)) for w, a in zip(widths, align)) + "|"
@@ -781,9 +784,13 @@ class Report:
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="one 1 MP case, once: a smoke test (< 1 min)")
-    p.add_argument("--repeat", type=int, default=3, metavar="N", help="timed runs per command (default 3; 1 with --quick)")
+    p.add_argument(
+        "--repeat", type=int, default=3, metavar="N", help="timed runs per command (default 3; 1 with --quick)"
+    )
     p.add_argument("--sizes", default="1mp,12mp", help=f"comma-separated sizes out of {','.join(SIZES)} (default all)")
     p.add_argument("--cache", type=Path, default=HERE / "_cache", help="simulated stacks (default benchmarks/_cache)")
     p.add_argument("--out", type=Path, default=HERE / "_out", help="outputs of the runs (default benchmarks/_out)")

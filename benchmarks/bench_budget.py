@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from gpu_check import host_frames, table  # noqa: E402
+from gpu_check import host_frames, table
 
 
 def main(argv=None):
@@ -60,7 +60,16 @@ def main(argv=None):
         del frames, result
     table(
         f"Within a {args.budget_gib:g} GiB budget (max_memory), align {args.align}",
-        ["size", "frames GiB (input)", "seconds", "tiles", "outputs GiB", "working GiB (traced peak - outputs)", "within budget", "stage seconds"],
+        [
+            "size",
+            "frames GiB (input)",
+            "seconds",
+            "tiles",
+            "outputs GiB",
+            "working GiB (traced peak - outputs)",
+            "within budget",
+            "stage seconds",
+        ],
         rows,
     )
     return 0

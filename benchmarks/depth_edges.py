@@ -21,11 +21,11 @@ import scipy.ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench  # noqa: E402
+import bench
 
-from napari_focus_stack import focus_stack  # noqa: E402
-from napari_focus_stack.io import read_stack  # noqa: E402
-from napari_focus_stack.synthetic import depth_rmse, textured_mask  # noqa: E402
+from napari_focus_stack import focus_stack
+from napari_focus_stack.io import read_stack
+from napari_focus_stack.synthetic import depth_rmse, textured_mask
 
 #: Bands of distance (px) from the nearest pixel beside a step edge.
 BANDS = ((0, 2), (2, 4), (4, 8), (8, 16), (16, None))

@@ -17,7 +17,12 @@ import traceback
 import numpy as np
 
 #: The original tool's published figures (RTX 3060), for comparison.
-ORIGINAL_TOOL = {12: ("5-10 s", "4 GB"), 24: ("15-20 s", "6 GB"), 45: ("30-40 s", "10 GB"), 100: ("out of memory", ">12 GB")}
+ORIGINAL_TOOL = {
+    12: ("5-10 s", "4 GB"),
+    24: ("15-20 s", "6 GB"),
+    45: ("30-40 s", "10 GB"),
+    100: ("out of memory", ">12 GB"),
+}
 
 #: Targets of issue 5 on an H100 (seconds), frames already in host memory:
 #: (megapixels, aligned) -> seconds.
@@ -58,7 +63,9 @@ def host_frames(megapixels, n_frames, seed=0, moving=False):
         if moving:
             scale = 1 + 0.002 * (k - n_frames / 2)
             matrix = cv2.getRotationMatrix2D(((width - 1) / 2, (height - 1) / 2), 0, scale)
-            frames[k] = cv2.warpAffine(frames[k], matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
+            frames[k] = cv2.warpAffine(
+                frames[k], matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+            )
     return frames
 
 
@@ -92,7 +99,13 @@ def agreement(cpu, gpu):
     table(
         "CPU vs GPU agreement (384x384 x 10 simulated; tests/engine/test_gpu.py asserts depth and confidence "
         "<= 1e-4 where textured (aligned: 2e-3), fused <= 1 level in <= 0.5 % of pixels)",
-        ["case", "max depth diff (textured, slices)", "max confidence diff (textured)", "max fused diff (levels)", "fused pixels differing"],
+        [
+            "case",
+            "max depth diff (textured, slices)",
+            "max confidence diff (textured)",
+            "max fused diff (levels)",
+            "fused pixels differing",
+        ],
         rows,
     )
 
@@ -136,8 +149,11 @@ def transfers(megapixels):
         [f"upload, pageable ({frame.nbytes / 2**20:.0f} MiB)", median_ms(lambda: cupy.asarray(frame)), ""],
         ["upload, pinned", median_ms(lambda: cupy.asarray(pinned)), ""],
         ["bicubic warp on the device, array code (RGB, float32 out)", median_ms(array_code), ""],
-        ["bicubic warp on the device, as the engine runs it", median_ms(fused),
-         f"max difference to the array code: {difference:g}"],
+        [
+            "bicubic warp on the device, as the engine runs it",
+            median_ms(fused),
+            f"max difference to the array code: {difference:g}",
+        ],
         ["download of the fused image", median_ms(lambda: cupy.asnumpy(device_frame)), ""],
     ]
     table(f"One {frame.shape[1]}x{frame.shape[0]} frame: transfers and warp (median ms)", ["step", "ms", "note"], rows)
@@ -212,7 +228,17 @@ def speed(sizes, n_frames, repeat, device, align_modes):
         del frames
     table(
         f"GPU speed: median of {repeat} after warm-up, frames in host memory (RGB uint8)",
-        ["size", "align", "seconds", "of which alignment estimated on the host", "MP*frames/s", "peak device GiB", "tiles", "meets target", "original tool (RTX 3060) / VRAM"],
+        [
+            "size",
+            "align",
+            "seconds",
+            "of which alignment estimated on the host",
+            "MP*frames/s",
+            "peak device GiB",
+            "tiles",
+            "meets target",
+            "original tool (RTX 3060) / VRAM",
+        ],
         rows,
     )
 

@@ -51,7 +51,6 @@ import napari_focus_stack  # noqa: E402
 from napari_focus_stack import focus_stack  # noqa: E402
 from napari_focus_stack.engine.result import DEFAULTS, METHODS  # noqa: E402
 from napari_focus_stack.io import open_stack  # noqa: E402
-
 from napari_focus_stack.synthetic import (  # noqa: E402
     SCENE_FAMILIES,
     depth_rmse,
@@ -488,8 +487,10 @@ def report(args, results, reals, tools, peers, missing, source, total_s, skipped
         f"{args.size}x{args.size} x {args.slices} slices, seed {args.seed}; "
         f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
         "",
-        "Peers: " + (", ".join(f"{p.name} ({p.version() or '?'})" for p in peers) or "none installed")
-        + ("; missing: " + ", ".join(f"{k} ({v})" for k, v in missing.items()) if missing else "") + ".",
+        "Peers: "
+        + (", ".join(f"{p.name} ({p.version() or '?'})" for p in peers) or "none installed")
+        + ("; missing: " + ", ".join(f"{k} ({v})" for k, v in missing.items()) if missing else "")
+        + ".",
         "",
         "## Quality: PSNR (dB) / SSIM / depth RMSE (slices) / depth RMSE within 3 px of occlusion boundaries",
         "",
@@ -508,7 +509,9 @@ def report(args, results, reals, tools, peers, missing, source, total_s, skipped
         "- PSNR and SSIM use the scene's `data_range` where it gives one (dim 16-bit fluorescence: the span of its "
         "signal), else the dtype's full range.",
     ]
-    notes = sorted({f"`{s.tool}`: {n}" for _, scores in results for s in scores for n in s.notes if s.tool in peer_tools})
+    notes = sorted(
+        {f"`{s.tool}`: {n}" for _, scores in results for s in scores for n in s.notes if s.tool in peer_tools}
+    )
     failures = [f"`{s.tool}` on {scene.family}: {s.error}" for scene, scores in results for s in scores if not s.ok]
     if notes:
         lines += ["- Peer notes: " + "; ".join(notes) + "."]
@@ -569,8 +572,12 @@ def parse_args(argv):
     parser.add_argument("--peers", help="comma-separated peer name prefixes (default: every installed peer)")
     parser.add_argument("--quick", action="store_true", help=f"{QUICK_FAMILIES} families, small, no real stacks")
     parser.add_argument("--no-real", action="store_true", help="skip the real stacks")
-    parser.add_argument("--real-mp", type=float, default=REAL_MAX_PIXELS / 1e6,
-                        help="downscale real stacks to about this many megapixels (default %(default)g)")
+    parser.add_argument(
+        "--real-mp",
+        type=float,
+        default=REAL_MAX_PIXELS / 1e6,
+        help="downscale real stacks to about this many megapixels (default %(default)g)",
+    )
     parser.add_argument("--out", type=Path, help="also write the report to this file")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress on stderr")
     args = parser.parse_args(argv)

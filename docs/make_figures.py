@@ -12,8 +12,8 @@ import cv2
 import numpy as np
 
 from napari_focus_stack import focus_stack, focus_stack_channels, simulate_stack
-from napari_focus_stack.synthetic import render_channels
 from napari_focus_stack.engine.result import METHODS
+from napari_focus_stack.synthetic import render_channels
 
 OUT = Path(__file__).resolve().parent / "images"
 PANEL = 256
@@ -114,10 +114,7 @@ def main():
     save_row(
         "methods.png",
         [labelled(steps.texture[crop], "truth")]
-        + [
-            labelled(focus_stack(steps.frames, method=m).fused[crop], m)
-            for m in METHODS
-        ],
+        + [labelled(focus_stack(steps.frames, method=m).fused[crop], m) for m in METHODS],
     )
     fluorescence_figure()
 

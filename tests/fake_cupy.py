@@ -46,21 +46,69 @@ import numpy as np
 import scipy.ndimage
 from numpy.lib.mixins import NDArrayOperatorsMixin
 
-
 #: ``cupy.<name>`` that the engine and benchmarks use (NumPy's, wrapped, here).
 #: Add a name only after checking that CuPy has it (tests/test_fake_cupy.py).
 CUPY_API = frozenset(
-    "abs add arange ascontiguousarray clip copyto empty empty_like equal floor full greater "
-    "log maximum minimum multiply ones repeat rint stack where zeros zeros_like "
-    "float32 float64 int16 int32 int64 uint8 uint16 bool_".split()
+    [
+        "abs",
+        "add",
+        "arange",
+        "ascontiguousarray",
+        "clip",
+        "copyto",
+        "empty",
+        "empty_like",
+        "equal",
+        "floor",
+        "full",
+        "greater",
+        "log",
+        "maximum",
+        "minimum",
+        "multiply",
+        "ones",
+        "repeat",
+        "rint",
+        "stack",
+        "where",
+        "zeros",
+        "zeros_like",
+        "float32",
+        "float64",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "bool_",
+    ]
 )
 #: ``cupy.ndarray`` attributes and methods offered on device arrays.
 NDARRAY_API = frozenset(
-    "astype copy reshape sum max min mean any all argmax ravel fill "
-    "dtype ndim shape size nbytes strides flags".split()
+    [
+        "astype",
+        "copy",
+        "reshape",
+        "sum",
+        "max",
+        "min",
+        "mean",
+        "any",
+        "all",
+        "argmax",
+        "ravel",
+        "fill",
+        "dtype",
+        "ndim",
+        "shape",
+        "size",
+        "nbytes",
+        "strides",
+        "flags",
+    ]
 )
 #: ``cupyx.scipy.ndimage`` functions.
-NDIMAGE_API = frozenset("correlate1d laplace zoom".split())
+NDIMAGE_API = frozenset(["correlate1d", "laplace", "zoom"])
 
 
 class OutOfMemoryError(MemoryError):
@@ -115,8 +163,7 @@ class FakeGPUState:
         with self._lock:
             if self.live[device] + array.nbytes > self.memory:
                 raise OutOfMemoryError(
-                    f"Out of memory allocating {array.nbytes:,} bytes "
-                    f"(allocated so far: {self.live[device]:,} bytes)."
+                    f"Out of memory allocating {array.nbytes:,} bytes (allocated so far: {self.live[device]:,} bytes)."
                 )
             self.live[device] += array.nbytes
             self.peak[device] = max(self.peak[device], self.live[device])
@@ -407,8 +454,7 @@ def _keys_weights(t):
     return w0, w1, w2, w3
 
 
-def _warp_cubic_kernel(image, m00, m01, m02, m10, m11, m12, ox, oy, row0, col0, out_cols, height, width,
-                       channels, out):
+def _warp_cubic_kernel(image, m00, m01, m02, m10, m11, m12, ox, oy, row0, col0, out_cols, height, width, channels, out):
     """The engine's ``napari_focus_stack_warp_cubic`` kernel body, for every ``i`` at once."""
     i = np.arange(out.size, dtype=np.int64)
     c = i % channels

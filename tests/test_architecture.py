@@ -50,8 +50,9 @@ def imported(name, path, known):
             else:
                 source = node.module or ""
             # ``from package import module`` imports the module; ``from module import name`` the module
-            targets = [f"{source}.{alias.name}" if f"{source}.{alias.name}" in known else source
-                       for alias in node.names]
+            targets = [
+                f"{source}.{alias.name}" if f"{source}.{alias.name}" in known else source for alias in node.names
+            ]
         else:
             continue
         for target in targets:
@@ -112,8 +113,11 @@ def test_no_import_cycle_among_the_packages_modules():
 
 
 def test_the_engine_has_no_import_cycle():
-    engine = {n: {m for m in deps if m.startswith(f"{PACKAGE}.engine")}
-              for n, deps in import_graph().items() if n.startswith(f"{PACKAGE}.engine")}
+    engine = {
+        n: {m for m in deps if m.startswith(f"{PACKAGE}.engine")}
+        for n, deps in import_graph().items()
+        if n.startswith(f"{PACKAGE}.engine")
+    }
     assert cycles(engine) == []
 
 

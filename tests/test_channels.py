@@ -114,7 +114,9 @@ def test_bad_depth_from_is_one_clear_error(two_channels, kwargs, message):
 
 def test_channels_must_match():
     a = np.zeros((4, 32, 32), np.uint8)
-    with pytest.raises(StackReadError, match=r"channel 1 is shaped \(4, 32, 16\) \(Z, Y, X\) but channel 0 is \(4, 32, 32\)"):
+    with pytest.raises(
+        StackReadError, match=r"channel 1 is shaped \(4, 32, 16\) \(Z, Y, X\) but channel 0 is \(4, 32, 32\)"
+    ):
         focus_stack_channels([a, a[:, :, :16]])
     with pytest.raises(StackReadError, match="channel 1 .* holds colour frames"):
         focus_stack_channels([a, np.zeros((4, 32, 32, 3), np.uint8)])

@@ -134,7 +134,9 @@ def test_console_script_runs(tmp_path, frames_dir):
     assert tifffile.imread(out).shape == (48, 64, 3)
 
 
-@pytest.mark.parametrize("text, size", [("2GB", 2 * 2**30), ("512 MiB", 512 * 2**20), ("1.5g", 3 * 2**29), ("1000", 1000)])
+@pytest.mark.parametrize(
+    "text, size", [("2GB", 2 * 2**30), ("512 MiB", 512 * 2**20), ("1.5g", 3 * 2**29), ("1000", 1000)]
+)
 def test_memory_sizes(text, size):
     from napari_focus_stack.cli import parse_size
 

@@ -55,13 +55,13 @@ def serial(scans, tmp_path):
 def test_threaded_cluster_matches_serial(scans, serial, tmp_path):
     outdir = tmp_path / "dask"
     seen = []
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-    ) as cluster:
-        with distributed.Client(cluster) as client:
-            outcomes = stack_many(
-                group_by_subfolder(scans), outdir, client=client, depth=True, confidence=True, progress=seen.append
-            )
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        outcomes = stack_many(
+            group_by_subfolder(scans), outdir, client=client, depth=True, confidence=True, progress=seen.append
+        )
     assert [(o.name, o.status) for o in outcomes] == [(o.name, o.status) for o in serial[1]]
     assert sorted(o.name for o in seen) == ["s0", "s1", "s2", "s3", "s4"]
     assert outcomes[3].failed and "z2.png" in outcomes[3].reason
@@ -151,13 +151,13 @@ def test_gpu_all_gives_each_worker_its_own_gpu(fake_gpu, monkeypatch):
 def test_stacks_spread_over_gpus_on_a_cluster(scans, serial, tmp_path, fake_gpu):
     state = fake_gpu(devices=2)
     outdir = tmp_path / "gpus"
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None
-    ) as cluster:
-        with distributed.Client(cluster) as client:
-            outcomes = stack_many(
-                group_by_subfolder(scans), outdir, client=client, depth=True, confidence=True, device="gpu:all"
-            )
+    with (
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        outcomes = stack_many(
+            group_by_subfolder(scans), outdir, client=client, depth=True, confidence=True, device="gpu:all"
+        )
     assert [(o.name, o.status) for o in outcomes] == [(o.name, o.status) for o in serial[1]]
     assert state.allocations[0] > 0 and state.allocations[1] > 0  # both GPUs ran stacks
     got, expected = images(outdir), images(serial[0])

@@ -7,10 +7,10 @@ it those tests skip.
 
 import inspect
 
+import fake_cupy
 import numpy as np
 import pytest
 
-import fake_cupy
 from napari_focus_stack.engine.backend import DeviceUnavailableError, get_backend, gpu_status
 
 #: Keywords the engine passes, per function: CuPy must accept each.
@@ -50,17 +50,31 @@ def accepts(function, keyword):
 
 def test_every_name_the_stand_in_offers_is_cupys(real_cupy):
     lists = {"cupy": fake_cupy.CUPY_API, "ndarray": fake_cupy.NDARRAY_API, "ndimage": fake_cupy.NDIMAGE_API}
-    missing = [f"{where}.{name}" for where, names in lists.items() for name in names
-               if not hasattr(real_cupy[where], name)]
+    missing = [
+        f"{where}.{name}" for where, names in lists.items() for name in names if not hasattr(real_cupy[where], name)
+    ]
     assert missing == []
     cupy = real_cupy["cupy"]
     # what the stand-in defines itself, beyond NumPy's functions
-    for path in ["asarray", "array", "asnumpy", "get_default_memory_pool", "cuda.Device",
-                 "cuda.runtime.getDeviceCount", "cuda.runtime.memGetInfo",
-                 "cuda.runtime.runtimeGetVersion", "cuda.runtime.getDeviceProperties",
-                 "cuda.memory.OutOfMemoryError", "ndarray.get", "cuda.set_allocator", "cuda.MemoryPool.malloc",
-                 "cuda.get_current_stream", "cuda.Stream.synchronize", "ElementwiseKernel",
-                 "cuda.compiler.CompileException"]:
+    for path in [
+        "asarray",
+        "array",
+        "asnumpy",
+        "get_default_memory_pool",
+        "cuda.Device",
+        "cuda.runtime.getDeviceCount",
+        "cuda.runtime.memGetInfo",
+        "cuda.runtime.runtimeGetVersion",
+        "cuda.runtime.getDeviceProperties",
+        "cuda.memory.OutOfMemoryError",
+        "ndarray.get",
+        "cuda.set_allocator",
+        "cuda.MemoryPool.malloc",
+        "cuda.get_current_stream",
+        "cuda.Stream.synchronize",
+        "ElementwiseKernel",
+        "cuda.compiler.CompileException",
+    ]:
         obj = cupy
         for part in path.split("."):
             obj = getattr(obj, part)
@@ -83,9 +97,9 @@ def test_stand_in_refuses_what_cupy_lacks(fake_gpu):
 
     assert "nanquantile" not in fake_cupy.CUPY_API
     with pytest.raises(AttributeError, match="nanquantile"):
-        cupy.nanquantile  # noqa: B018
+        cupy.nanquantile
     with pytest.raises(AttributeError, match="tofile"):
-        cupy.zeros(3).tofile  # noqa: B018
+        cupy.zeros(3).tofile
     assert not hasattr(cundi, "gaussian_filter")  # SciPy's, not in the list the engine uses
     assert cupy.add(cupy.ones(2), 1).get().tolist() == [2.0, 2.0]
 

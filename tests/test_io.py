@@ -22,8 +22,8 @@ from napari_focus_stack.io import (
     read_metadata,
     read_stack,
     save_image,
-    split_into_stacks,
     sources,
+    split_into_stacks,
 )
 
 # The shared data sit beside the checkout: <repo root>/../shared/data/stacks.
@@ -225,9 +225,7 @@ def test_bit_depths(tmp_path, dtype, extension, expected):
     np.testing.assert_array_equal(array, stack.astype(expected))
 
 
-@pytest.mark.parametrize(
-    ("channels", "expected_shape"), [(None, (5, 6)), (3, (5, 6, 3)), (4, (5, 6, 3))]
-)
+@pytest.mark.parametrize(("channels", "expected_shape"), [(None, (5, 6)), (3, (5, 6, 3)), (4, (5, 6, 3))])
 def test_gray_rgb_and_rgba_png(tmp_path, channels, expected_shape):
     shape = (2, 5, 6) if channels is None else (2, 5, 6, channels)
     stack = random_stack(shape)
@@ -258,9 +256,7 @@ def test_rgba_tiff_drops_alpha(tmp_path):
 
 def test_planar_rgb_tiff_reads_channels_last(tmp_path):
     stack = random_stack((2, 3, 4, 5))
-    path = write_multipage_tiff(
-        tmp_path / "planar.tif", stack, photometric="rgb", planarconfig="separate"
-    )
+    path = write_multipage_tiff(tmp_path / "planar.tif", stack, photometric="rgb", planarconfig="separate")
     np.testing.assert_array_equal(read_stack(path)[0], np.moveaxis(stack, 1, -1))
 
 

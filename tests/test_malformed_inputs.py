@@ -286,9 +286,9 @@ def test_random_arrays(depth, height, width, channels, dtype, specials, seed):
     else:
         rgb = channels in (3, 4)
         assert result.fused.shape == (height, width) + ((3,) if rgb else ())
-        assert np.isfinite(result.depth).all() and 0 <= result.depth.min() and result.depth.max() <= depth - 1
+        assert np.isfinite(result.depth).all() and result.depth.min() >= 0 and result.depth.max() <= depth - 1
         assert np.isfinite(result.confidence).all()
-        assert 0 <= result.confidence.min() and result.confidence.max() <= 1
+        assert result.confidence.min() >= 0 and result.confidence.max() <= 1
         if result.fused.dtype.kind == "f":
             assert np.isfinite(result.fused).all()
     np.testing.assert_array_equal(array, before)  # the caller's array is never changed

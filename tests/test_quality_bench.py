@@ -8,8 +8,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
-import peers  # noqa: E402
-import quality  # noqa: E402
+import peers
+import quality
 
 
 def test_affine_fit_recovers_arbitrary_depth_units():

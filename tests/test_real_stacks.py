@@ -6,7 +6,6 @@ map follows the stack's known geometry.
 """
 
 import numpy as np
-import pytest
 
 from napari_focus_stack import focus_stack
 from napari_focus_stack.engine.backend import get_backend
@@ -71,5 +70,5 @@ def test_confocal_nuclei_depth_in_range(real_stack):
     frames = open_stack(real_stack("cells3d_nuclei_confocal_16bit"))
     result = focus_stack(frames, device="cpu")
     assert result.depth.shape == (256, 256)
-    assert 0 <= result.depth.min() and result.depth.max() <= len(frames) - 1
+    assert result.depth.min() >= 0 and result.depth.max() <= len(frames) - 1
     assert result.fused.dtype == np.uint16

@@ -51,7 +51,11 @@ def write_folder(folder, frames, extension="png"):
 
 def snapshot(folder):
     """Every file under ``folder`` (hidden ones too) and its bytes."""
-    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(Path(folder).rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(Path(folder).rglob("*"))
+        if path.is_file()
+    }
 
 
 def run_cli(capsys, *args):
@@ -99,10 +103,16 @@ def test_2_a_skipped_folder_is_named_with_the_reason(tmp_path, capsys):
     assert run_cli(capsys, "batch", root, "-o", root / "old", "--depth", "-q")[0] == 0
     code, out, err = run_cli(capsys, "batch", root, "-o", tmp_path / "new", "--dry-run")
     assert code == 0 and "1 stacks" in out
-    assert "napari-focus-stack batch: skipped folder old: holds the results of an earlier batch (a.json is a napari-focus-stack manifest)" in err
+    assert (
+        "napari-focus-stack batch: skipped folder old: holds the results of an earlier batch (a.json is a napari-focus-stack manifest)"
+        in err
+    )
     (root / "old" / "a.json").unlink()  # an interrupted batch: maps, no manifest
     code, out, err = run_cli(capsys, "batch", root, "-o", tmp_path / "new", "--dry-run")
-    assert "skipped folder old: holds results of an earlier run (a_depth.tif is a depth map napari-focus-stack wrote)" in err
+    assert (
+        "skipped folder old: holds results of an earlier run (a_depth.tif is a depth map napari-focus-stack wrote)"
+        in err
+    )
 
 
 def test_3_a_zero_page_tiff_fails_its_stack_only(tmp_path, capsys):
@@ -173,7 +183,7 @@ def test_5_non_finite_pixels_are_missing_data_reported_once(method, align):
         "(frame 1: 240, frame 2: 144, frame 3: 1); they were treated as missing and filled from the other frames"
     )
     assert np.isfinite(result.fused).all() and np.isfinite(result.depth).all()
-    assert 0 <= result.confidence.min() and result.confidence.max() <= 1
+    assert result.confidence.min() >= 0 and result.confidence.max() <= 1
     reference = focus_stack(clean, method=method, align=align, device="cpu")
     # missing pixels lose the focus measure: the image is as without them, to a few levels
     difference = np.abs(result.fused - reference.fused)
@@ -261,7 +271,10 @@ def test_7_a_full_disk_names_the_file_and_removes_every_output(tmp_path, frames_
         capsys, frames_dir, "-o", out / "f.tif", "--depth", out / "d.tif", "--confidence", out / "c.tif", "-q"
     )
     assert code == 1
-    assert err == f"{PREFIX}cannot write the confidence map {out / 'c.tif'}: no space left on device; no output was written\n"
+    assert (
+        err
+        == f"{PREFIX}cannot write the confidence map {out / 'c.tif'}: no space left on device; no output was written\n"
+    )
     assert sorted(os.listdir(out)) == ["f.tif"] and (out / "f.tif").read_bytes() == b"an older result"
 
 
@@ -339,7 +352,9 @@ def start_stalled(ready, stall_on, *cli_args):
 def test_14_a_signal_during_a_write_leaves_nothing_behind(tmp_path, frames_dir, signum, code, word):
     out = tmp_path / "out"
     out.mkdir()
-    process = start_stalled(tmp_path / "ready", "d.tif", frames_dir, "-o", out / "f.tif", "--depth", out / "d.tif", "-q")
+    process = start_stalled(
+        tmp_path / "ready", "d.tif", frames_dir, "-o", out / "f.tif", "--depth", out / "d.tif", "-q"
+    )
     assert any(name.startswith(".d.tif.") for name in os.listdir(out))  # mid-write: a temporary exists
     process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=60)
@@ -542,7 +557,10 @@ def test_batch_outputs_are_compared_with_inputs_ignoring_case(tmp_path):
     "args, message",
     [
         (["{frames}", "-o", "."], "cannot write the fused image .: it is a folder"),
-        (["/dev/null", "/dev/zero", "-o", "{tmp}/f.tif"], "/dev/null: not a regular file (a device, a pipe or a socket)"),
+        (
+            ["/dev/null", "/dev/zero", "-o", "{tmp}/f.tif"],
+            "/dev/null: not a regular file (a device, a pipe or a socket)",
+        ),
         (["/dev/null", "-o", "{tmp}/f.tif"], "/dev/null: not a regular file or folder (a device, a pipe or a socket)"),
         (["batch", "{tmp}", "-o", "{frames}/z1.png"], "the output folder {frames}/z1.png is a file, not a folder"),
     ],

@@ -2,8 +2,8 @@ import json
 
 import cv2
 import numpy as np
-import tifffile
 import pytest
+import tifffile
 
 from napari_focus_stack import synthetic
 from napari_focus_stack.synthetic import (
@@ -174,9 +174,7 @@ def test_blur_grows_with_defocus():
 
 
 def test_sharpest_slice_is_at_true_depth():
-    sim = simulate_stack(
-        (64, 256), 8, texture="noise", depth="slope", dtype="float32", blur_per_slice=1.5
-    )
+    sim = simulate_stack((64, 256), 8, texture="noise", depth="slope", dtype="float32", blur_per_slice=1.5)
     energy = np.stack([laplacian_energy(frame) for frame in sim.frames])
     for k in range(1, 7):
         column = int(np.argmin(np.abs(sim.depth[0] - k)))
@@ -289,9 +287,7 @@ def test_depth_rmse():
 def test_psnr_and_ssim():
     truth = (make_texture("noise", (64, 64), rgb=True) * 200).astype(np.uint8)
     assert psnr(truth + 1, truth) == pytest.approx(20 * np.log10(255), abs=1e-9)
-    assert psnr(truth.astype(np.float32) / 255 + 0.1, truth.astype(np.float32) / 255) == (
-        pytest.approx(20.0)
-    )
+    assert psnr(truth.astype(np.float32) / 255 + 0.1, truth.astype(np.float32) / 255) == (pytest.approx(20.0))
     assert ssim(truth, truth) == pytest.approx(1.0)
     noisy = np.clip(truth + np.random.default_rng(0).normal(0, 20, truth.shape), 0, 255)
     assert ssim(noisy.astype(np.uint8), truth) < 0.9

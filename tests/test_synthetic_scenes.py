@@ -98,7 +98,7 @@ def test_every_family_renders_with_truth(family):
     assert sim.frames.dtype in (np.uint8, np.uint16)
     assert sim.texture.shape == sim.frames.shape[1:] and sim.texture.dtype == sim.frames.dtype
     assert sim.depth.shape == (48, 64) and sim.depth.dtype == np.float32
-    assert 0.5 <= sim.depth.min() and sim.depth.max() <= 4.5
+    assert sim.depth.min() >= 0.5 and sim.depth.max() <= 4.5
     assert sim.params["family"] == family and describe_family(family)
     if sim.boundary is not None:
         assert sim.boundary.shape == (48, 64) and sim.boundary.dtype == bool

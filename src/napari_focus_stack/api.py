@@ -24,9 +24,7 @@ def iter_focus_stack(source, params=None, *, cancel=None, max_memory=None, **ove
     max_memory = check_max_memory(max_memory)
     frames = open_stack(source)
     backends = get_backends(params.device)
-    return run_pipeline(
-        frames, params, backends, metadata=frames.metadata, cancel=cancel, max_memory=max_memory
-    )
+    return run_pipeline(frames, params, backends, metadata=frames.metadata, cancel=cancel, max_memory=max_memory)
 
 
 class MissingDataWarning(UserWarning):

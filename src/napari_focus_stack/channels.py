@@ -140,7 +140,9 @@ def iter_focus_stack_channels(
     weights = channel_weights(stacks) if source == ALL_CHANNELS else None
     guide = guide_stack(stacks, weights) if source == ALL_CHANNELS else stacks[source]
     backends = get_backends(params.device)
-    result = yield from run_pipeline(guide, params, backends, metadata=dict(stacks[0].metadata), cancel=cancel, max_memory=max_memory)
+    result = yield from run_pipeline(
+        guide, params, backends, metadata=dict(stacks[0].metadata), cancel=cancel, max_memory=max_memory
+    )
     be = backends[0]
     n, total = len(stacks[0]), len(stacks) * len(stacks[0])
     alignment = result.metadata.get("alignment")

@@ -76,16 +76,22 @@ def add_engine_options(p):
         p.add_argument(flag, **kwargs)
     p.add_argument("--method", choices=METHODS, default=DEFAULTS["method"], help="fusion method (default %(default)s)")
     p.add_argument(
-        "--align", choices=ALIGN_MODES, default=DEFAULTS["align"],
+        "--align",
+        choices=ALIGN_MODES,
+        default=DEFAULTS["align"],
         help="register the frames to the middle one first: shift+rotation+scale (focus breathing), "
         "affine, shift only, or none (default %(default)s)",
     )
     p.add_argument(
-        "--device", default=DEFAULTS["device"], metavar="{" + ",".join(DEVICES) + ",gpu:N,gpu:all}",
+        "--device",
+        default=DEFAULTS["device"],
+        metavar="{" + ",".join(DEVICES) + ",gpu:N,gpu:all}",
         help="where to compute (default %(default)s)",
     )
     p.add_argument(
-        "--max-memory", type=parse_size, metavar="SIZE",
+        "--max-memory",
+        type=parse_size,
+        metavar="SIZE",
         help="working-memory budget, e.g. 2GB or 512MB (default: half the free memory); "
         "larger images are processed in tiles, with the same result",
     )
@@ -193,7 +199,7 @@ def run(args):
 def run_one(args):
     from .engine.backend import get_backends
     from .engine.pipeline import drain, run_pipeline
-    from .io import OutputSet, StackWriteError, check_storable, non_finite_warning, open_stack
+    from .io import OutputSet, StackWriteError, check_storable, non_finite_warning
 
     params = engine_params(args)
     roles = output_paths(args)
@@ -294,7 +300,6 @@ def open_channels(source, args):
         channel = int(args.channel) if str(args.channel).isdigit() else args.channel
         return [hyperstack.stack(time, channel)]
     return [hyperstack.stack(time, c) for c in range(hyperstack.sizes["C"])]
-
 
 
 BATCH_EXAMPLES = r"""examples:

@@ -26,10 +26,8 @@ import cv2
 
 from . import io as stack_io
 from .api import iter_focus_stack
-from .channels import iter_focus_stack_channels
 from .batch import (
     BatchOptions,
-    Stack,
     input_fingerprints,
     is_complete,
     manifest_record,
@@ -37,6 +35,7 @@ from .batch import (
     stack_channels,
     stack_outputs,
 )
+from .channels import iter_focus_stack_channels
 from .engine.backend import DeviceUnavailableError, get_backends, gpu_count
 from .engine.pipeline import drain
 from .engine.tiling import MemoryBudgetError
@@ -179,9 +178,7 @@ def process_one(stack, outdir, options):
         outputs = stack_outputs(stack, outdir, options)
         outputs.manifest.unlink(missing_ok=True)
         images = outputs.images()
-        reserved = stack_io.OutputSet(
-            {**images, "manifest": outputs.manifest}, inputs=stack.paths, remove_stale=True
-        )
+        reserved = stack_io.OutputSet({**images, "manifest": outputs.manifest}, inputs=stack.paths, remove_stale=True)
         with reserved:
             inputs = input_fingerprints(stack)
             channels = stack_channels(stack)
@@ -321,9 +318,7 @@ def check_output_folder(outdir):
     try:
         outdir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise stack_io.StackWriteError(
-            f"cannot create the output folder {outdir}: {exc.strerror or exc}"
-        ) from None
+        raise stack_io.StackWriteError(f"cannot create the output folder {outdir}: {exc.strerror or exc}") from None
     if not outdir.is_dir():
         raise stack_io.StackWriteError(f"the output folder {outdir} is not a folder")
     probe = outdir / f".napari-focus-stack.{os.getpid()}.{threading.get_ident()}.probe"
@@ -331,9 +326,7 @@ def check_output_folder(outdir):
         with open(probe, "xb"):
             pass
     except OSError as exc:
-        raise stack_io.StackWriteError(
-            f"cannot write in the output folder {outdir}: {exc.strerror or exc}"
-        ) from None
+        raise stack_io.StackWriteError(f"cannot write in the output folder {outdir}: {exc.strerror or exc}") from None
     probe.unlink(missing_ok=True)
 
 

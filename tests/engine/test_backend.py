@@ -99,7 +99,9 @@ def test_pyramid_buffers_given_or_not_give_the_same_pixels():
         down = be.pyramid_down(GRAY)
         out, scratch = np.empty_like(down), np.empty_like(GRAY)
         np.testing.assert_array_equal(be.pyramid_down(GRAY, out=out, scratch=scratch), down)
-        np.testing.assert_array_equal(be.pyramid_reduce(GRAY, out=np.empty_like(down), scratch=scratch), be.pyramid_reduce(GRAY))
+        np.testing.assert_array_equal(
+            be.pyramid_reduce(GRAY, out=np.empty_like(down), scratch=scratch), be.pyramid_reduce(GRAY)
+        )
         up = be.pyramid_up(down, GRAY.shape)
         scratch.fill(np.nan)  # a used scratch: zero-filled before use
         np.testing.assert_array_equal(be.pyramid_up(down, GRAY.shape, out=np.empty_like(GRAY), scratch=scratch), up)

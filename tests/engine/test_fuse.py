@@ -4,9 +4,9 @@ import pytest
 from napari_focus_stack.engine.backend import get_backend
 from napari_focus_stack.engine.fuse import (
     PyramidFusion,
-    pyramid_levels,
     fuse_frames_at_depth,
     neighbour_weight,
+    pyramid_levels,
     slice_pair_weights,
     to_dtype,
 )

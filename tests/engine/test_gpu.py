@@ -47,8 +47,16 @@ def rgb():
 @pytest.fixture(scope="module")
 def moving():
     return simulate_stack(
-        (200, 240), 6, texture="mixed", depth="slope", rgb=True, noise=0.01,
-        drift=5, breathing=0.02, gain=0.05, seed=32,
+        (200, 240),
+        6,
+        texture="mixed",
+        depth="slope",
+        rgb=True,
+        noise=0.01,
+        drift=5,
+        breathing=0.02,
+        gain=0.05,
+        seed=32,
     )
 
 
@@ -86,7 +94,9 @@ def test_only_frames_go_up_and_only_results_come_back(fake_gpu, rgb):
     frame_uploads = [p for (shape, _), p in zip(state.uploads, state.pinned_uploads) if len(shape) > 1]
     assert frame_uploads == [True] * 6
     assert len(state.pinned) == 2 and state.stream_syncs >= 6
-    assert len(constants) <= 8 and all(shape[0] <= 64 for shape in constants)  # the widest: the depth regularisation Gaussian
+    assert len(constants) <= 8 and all(
+        shape[0] <= 64 for shape in constants
+    )  # the widest: the depth regularisation Gaussian
     assert state.downloads == [
         ((160, 192, 3), np.dtype(np.uint8)),
         ((160, 192), np.dtype(np.float32)),
@@ -120,8 +130,8 @@ def test_aligned_stack_agrees_with_cpu(gpu, moving):
 def test_device_warp_matches_opencv():
     import cv2
 
-    from napari_focus_stack.engine.warp import source_coordinates
     from napari_focus_stack.engine.backend import NdimageBackend
+    from napari_focus_stack.engine.warp import source_coordinates
 
     rng = np.random.default_rng(5)
     be = NdimageBackend()
@@ -229,7 +239,9 @@ def test_refuse_on_gpu_agrees_with_cpu(gpu, moving):
     assert difference.max() <= 1 and (difference > 0).mean() < 0.005
     # in tiles on the device: the same pixels
     events = []
-    tiled = fuse_from_depth(moving.frames, depth, result=result, device="gpu", max_memory=3_000_000, progress=events.append)
+    tiled = fuse_from_depth(
+        moving.frames, depth, result=result, device="gpu", max_memory=3_000_000, progress=events.append
+    )
     assert events[-1].total > 6
     np.testing.assert_array_equal(tiled, on_gpu)
 
@@ -288,8 +300,11 @@ def test_fused_warp_kernel_equals_the_array_code(fake_gpu):
     gpu = get_backend("gpu")
     rng = np.random.default_rng(6)
     transform = np.array([[1.021, 0.013, -3.3], [-0.011, 0.987, 2.6], [0, 0, 1]])
-    for image in [(rng.random((70, 90, 3)) * 255).astype(np.uint8), (rng.random((70, 90)) * 65535).astype(np.uint16),
-                  rng.random((70, 90), dtype=np.float32)]:
+    for image in [
+        (rng.random((70, 90, 3)) * 255).astype(np.uint8),
+        (rng.random((70, 90)) * 65535).astype(np.uint16),
+        rng.random((70, 90), dtype=np.float32),
+    ]:
         for rows, cols, origin in [(slice(0, 60), slice(0, 80), (0, 0)), (slice(7, 31), slice(12, 50), (5, 3))]:
             expected = NdimageBackend().warp_cubic(image, transform, rows, cols, origin)
             warped = gpu.to_host(gpu.warp_cubic(gpu.asarray(image), transform, rows, cols, origin))

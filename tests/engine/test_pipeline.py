@@ -80,8 +80,8 @@ def test_outputs_shapes_dtypes_and_ranges():
     assert result.fused.shape == (64, 96, 3) and result.fused.dtype == np.uint16
     assert result.depth.shape == (64, 96) and result.depth.dtype == np.float32
     assert result.confidence.shape == (64, 96) and result.confidence.dtype == np.float32
-    assert 0 <= result.depth.min() and result.depth.max() <= 6
-    assert 0 <= result.confidence.min() and result.confidence.max() <= 1
+    assert result.depth.min() >= 0 and result.depth.max() <= 6
+    assert result.confidence.min() >= 0 and result.confidence.max() <= 1
     assert result.params == StackParams(device="cpu")
     assert result.metadata["n_frames"] == 7 and result.device == "cpu"
 

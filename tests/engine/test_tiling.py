@@ -42,7 +42,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("stack, kwargs", CASES, ids=lambda k: "-".join(f"{a}{b}" for a, b in k.items()) if isinstance(k, dict) else k)
+@pytest.mark.parametrize(
+    "stack, kwargs", CASES, ids=lambda k: "-".join(f"{a}{b}" for a, b in k.items()) if isinstance(k, dict) else k
+)
 def test_tiled_equals_untiled(request, stack, kwargs):
     sim = request.getfixturevalue(stack)
     whole = focus_stack(sim.frames, device="cpu", **kwargs)
@@ -78,7 +80,10 @@ def test_plan_covers_the_image_once(sim):
 
 
 def test_budget_too_small_is_explained():
-    with pytest.raises(MemoryBudgetError, match=r"budget of 97.7 KiB is too small for these parameters; at least [\d.]+ [KM]iB is needed"):
+    with pytest.raises(
+        MemoryBudgetError,
+        match=r"budget of 97.7 KiB is too small for these parameters; at least [\d.]+ [KM]iB is needed",
+    ):
         plan_tiles((3000, 4000), StackParams(), 100_000, 3, 1)
 
 

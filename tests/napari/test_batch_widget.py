@@ -81,9 +81,7 @@ def file_names(folder):
     return sorted(path.name for path in folder.iterdir())
 
 
-def test_run_writes_outputs_opens_layers_and_reports_the_failed_stack(
-    make_napari_viewer, scans, scenes, notifications
-):
+def test_run_writes_outputs_opens_layers_and_reports_the_failed_stack(make_napari_viewer, scans, scenes, notifications):
     viewer = make_napari_viewer()
     widget = docked(viewer, scans)
     outdir = scans / "fused"
@@ -119,9 +117,7 @@ def test_docked_from_the_plugins_menu_preview_lists_the_stacks_and_writes_nothin
     assert not (scans / "fused").exists() and len(viewer.layers) == 0
 
 
-def test_every_n_frames_on_a_flat_folder_opens_one_stacked_layer(
-    make_napari_viewer, flat, monkeypatch, notifications
-):
+def test_every_n_frames_on_a_flat_folder_opens_one_stacked_layer(make_napari_viewer, flat, monkeypatch, notifications):
     monkeypatch.setattr(batch_view, "MAX_SEPARATE_LAYERS", 2)
     viewer = make_napari_viewer()
     widget = docked(viewer, flat, grouping="size", stack_size=N_FRAMES, output_folder=flat)
@@ -246,4 +242,3 @@ def test_many_results_of_one_shape_open_as_one_stacked_layer():
     assert names == [*(f"s{i}" for i in range(MAX_SEPARATE_LAYERS)), "odd"]
     few = many[:MAX_SEPARATE_LAYERS]
     assert len(batch_layers(few, "scans fused")) == MAX_SEPARATE_LAYERS
-

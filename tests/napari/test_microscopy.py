@@ -174,9 +174,7 @@ def test_a_lazy_layer_is_read_one_frame_at_a_time():
         reads.append((t, z))
         return sims[t][z]
 
-    planes = [
-        [da.from_delayed(dask.delayed(frame)(t, z), (32, 40), np.uint8) for z in range(5)] for t in range(2)
-    ]
+    planes = [[da.from_delayed(dask.delayed(frame)(t, z), (32, 40), np.uint8) for z in range(5)] for t in range(2)]
     data = da.stack([da.stack(row) for row in planes])
     layout = StackLayout(data.shape, 1, False)
     steps = iter_stack_layer(data, layout, CPU)

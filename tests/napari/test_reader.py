@@ -73,9 +73,7 @@ def test_get_reader_declines_what_is_not_a_stack(tmp_path, make_path):
     assert reader.napari_get_reader(str(make_path(tmp_path))) is None
 
 
-def test_unreadable_folder_is_reported_and_opens_nothing(
-    make_napari_viewer, frame_folder, monkeypatch
-):
+def test_unreadable_folder_is_reported_and_opens_nothing(make_napari_viewer, frame_folder, monkeypatch):
     save_image(np.zeros((10, 10, 3), np.uint8), frame_folder / "z9.png")
     errors = []
     monkeypatch.setattr(reader, "show_error", errors.append)
@@ -106,7 +104,9 @@ def test_a_zero_page_tiff_is_reported_not_raised(tmp_path, frames, monkeypatch):
     monkeypatch.setattr(reader, "show_error", shown.append)
     assert reader.napari_get_reader(str(folder / "z0.tif")) is None
     assert reader.read_focus_stack(str(folder)) == reader.NO_LAYERS
-    assert shown == [f"Focus Stack could not open stack: {folder / 'z0.tif'}: not a readable TIFF (it holds no image pages)"]
+    assert shown == [
+        f"Focus Stack could not open stack: {folder / 'z0.tif'}: not a readable TIFF (it holds no image pages)"
+    ]
 
 
 def test_a_file_that_goes_away_is_reported_not_raised(frame_folder, monkeypatch):

@@ -52,9 +52,7 @@ def test_sample_data_run_with_defaults(make_napari_viewer):
 
 def test_scale_factor_results_overlay_the_input_in_micrometres(make_napari_viewer, small):
     viewer = make_napari_viewer()
-    layer = viewer.add_image(
-        small, rgb=True, name="leaf", scale=(2.0, 0.5, 0.5), translate=(0, 10, 20), units="µm"
-    )
+    layer = viewer.add_image(small, rgb=True, name="leaf", scale=(2.0, 0.5, 0.5), translate=(0, 10, 20), units="µm")
     widget = docked_widget(viewer)
     assert widget.z_step.value == 2.0
     widget.scale_factor.value = 2

@@ -87,7 +87,7 @@ def edit_depth(viewer, run):
     An edit layer that still fits the depth map is kept with its paint.
     """
     name = layers.layer_name(run.source_name, "depth edits")
-    existing = viewer.layers[name] if name in viewer.layers else None
+    existing = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401  (a LayerList has no get)
     if existing is not None and existing.data.shape == run.depth.shape:
         labels = existing
         labels.metadata[layers.RUN_KEY] = run

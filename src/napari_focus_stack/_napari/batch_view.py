@@ -48,7 +48,9 @@ def find_stacks(root, grouping, *, stack_size=10, pattern=""):
 
 def plan_batch(root, outdir, options, *, grouping, stack_size=10, pattern="", resume=False):
     """Find the stacks and check their outputs, writing nothing (:func:`napari_focus_stack.batch.plan_batch`)."""
-    return batch.plan_batch(root, outdir, options, grouping=grouping, stack_size=stack_size, pattern=pattern, resume=resume)
+    return batch.plan_batch(
+        root, outdir, options, grouping=grouping, stack_size=stack_size, pattern=pattern, resume=resume
+    )
 
 
 def read_fused(path, name):
@@ -108,7 +110,7 @@ def summarize(outcomes, n_stacks):
     """``"12 done, 1 skipped, 2 failed"``, saying so when the batch stopped early."""
     tally = Tally.of(outcomes, n_stacks)
     if tally.finished < tally.total:
-        return f"Stopped after {tally.finished} of {tally.total} stacks ({tally.counts()}); Run with Resume to do the rest"
+        return (
+            f"Stopped after {tally.finished} of {tally.total} stacks ({tally.counts()}); Run with Resume to do the rest"
+        )
     return tally.counts()
-
-

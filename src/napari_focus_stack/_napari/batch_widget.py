@@ -23,8 +23,19 @@ from napari.utils.notifications import show_error, show_warning
 from ..batch import OUTPUT_FORMATS, BatchOptions
 from . import actions
 from .batch_view import (  # noqa: F401 - the Qt-free model, re-exported: what the widget shows and runs
-    DEFAULT_OUTPUT_NAME, DEFAULT_PATTERN, GROUPINGS, MAX_RESULT_LAYERS, MAX_SEPARATE_LAYERS, OUTPUT_TOOLTIP,
-    PATTERN_TOOLTIP, batch_layers, find_stacks, iter_batch, plan_batch, read_fused, summarize,
+    DEFAULT_OUTPUT_NAME,
+    DEFAULT_PATTERN,
+    GROUPINGS,
+    MAX_RESULT_LAYERS,
+    MAX_SEPARATE_LAYERS,
+    OUTPUT_TOOLTIP,
+    PATTERN_TOOLTIP,
+    batch_layers,
+    find_stacks,
+    iter_batch,
+    plan_batch,
+    read_fused,
+    summarize,
 )
 from .controls import check_gpu, engine_controls, params_of, row
 from .tasks import start_worker
@@ -48,7 +59,9 @@ class FocusStackBatchWidget(Container):
         self.stack_list = TextEdit(value="")
         self.stack_list.native.setReadOnly(True)
         self.engine = engine_controls()
-        self.radius, self.smoothing, self.scale_factor = (self.engine[n] for n in ("radius", "smoothing", "scale_factor"))
+        self.radius, self.smoothing, self.scale_factor = (
+            self.engine[n] for n in ("radius", "smoothing", "scale_factor")
+        )
         self.method, self.align, self.device = (self.engine[n] for n in ("method", "align", "device"))
         self.format = ComboBox(label="Format", choices=OUTPUT_FORMATS, value="tif")
         self.depth = CheckBox(text="Depth maps", value=False)

@@ -18,8 +18,7 @@ from .tasks import start_worker
 TOOLTIPS = {
     "radius": "Half-size (px) of the window in which sharpness is measured. Larger is "
     "steadier on noisy or weakly textured images; smaller keeps depth edges tighter.",
-    "smoothing": "Smoothing (px) of the sharpness maps: neighbouring pixels agree more "
-    "on their best frame.",
+    "smoothing": "Smoothing (px) of the sharpness maps: neighbouring pixels agree more on their best frame.",
     "scale_factor": "Compute at this many times the input resolution; results cover the "
     "same field of view with smaller pixels.",
     "method": "weighted: frames averaged by sharpness (cleanest on noisy, smooth areas). "

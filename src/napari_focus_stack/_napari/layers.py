@@ -149,7 +149,10 @@ def fused_layers(run, fused=None) -> list:
         return [(data, kwargs, layer_type)]
     results = []
     for c, view in enumerate(channel_views):
-        channel_kwargs = {key: value[1:] if key in ("scale", "translate", "units", "axis_labels") else value for key, value in kwargs.items()}
+        channel_kwargs = {
+            key: value[1:] if key in ("scale", "translate", "units", "axis_labels") else value
+            for key, value in kwargs.items()
+        }
         channel_kwargs.update(
             name=layer_name(view["name"], "fused"),
             colormap=view.get("colormap"),
@@ -252,9 +255,7 @@ def grid_mesh(height, hidden=None):
     vertices = np.stack([height[rr, cc], rr, cc], axis=-1).reshape(-1, 3).astype(np.float32)
     corner = (np.arange(len(rows) - 1)[:, None] * len(cols) + np.arange(len(cols) - 1)).ravel()
     right, below = corner + 1, corner + len(cols)
-    faces = np.concatenate(
-        [np.stack([corner, right, below], 1), np.stack([right, below + 1, below], 1)]
-    )
+    faces = np.concatenate([np.stack([corner, right, below], 1), np.stack([right, below + 1, below], 1)])
     if hidden is not None:
         faces = faces[~np.asarray(hidden)[rr, cc].ravel()[faces].any(axis=1)]
     # (u, v) texture coordinates; v runs from the last row (0) to the first (1)

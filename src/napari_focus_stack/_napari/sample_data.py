@@ -12,9 +12,7 @@ def synthetic_focal_stack():
     The true depth (in slices, 0 = first frame) comes as a hidden layer to
     compare the computed depth map with.
     """
-    sim = simulate_stack(
-        SAMPLE_SHAPE, SAMPLE_SLICES, texture="mixed", depth="dome", rgb=True, noise=0.01, seed=0
-    )
+    sim = simulate_stack(SAMPLE_SHAPE, SAMPLE_SLICES, texture="mixed", depth="dome", rgb=True, noise=0.01, seed=0)
     stack = (
         sim.frames,
         {"name": "synthetic stack", "rgb": True, "axis_labels": ("z", "y", "x")},

@@ -14,7 +14,7 @@ per-stack results back together in the layer's axis order.
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -64,14 +64,13 @@ class StackLayout:
     shape: tuple
     z_axis: int
     rgb: bool
-    channel_axis: Optional[int] = None
+    channel_axis: int | None = None
     depth_from: Any = "all"
 
     def __post_init__(self):
         if not 0 <= self.z_axis < self.ndim - 2:
             raise ValueError(
-                f"z axis {self.z_axis} is not one of the {self.ndim - 2} non-spatial "
-                f"axes of data shaped {self.shape}"
+                f"z axis {self.z_axis} is not one of the {self.ndim - 2} non-spatial axes of data shaped {self.shape}"
             )
         if self.channel_axis is not None:
             if self.rgb:
@@ -226,7 +225,7 @@ class StackRun:
     depth: np.ndarray
     confidence: np.ndarray
     device: str = "cpu"
-    z_step_um: Optional[float] = None
+    z_step_um: float | None = None
     input_view: dict = field(default_factory=dict)
     alignments: list = field(default_factory=list)
     mark_unfocused: bool = False

@@ -57,9 +57,7 @@ class FrameTask:
         self._total = total
         self._description = description
 
-    def start(
-        self, *, on_returned, on_cancelled=None, on_failed=None, on_finished=None, synchronous=False
-    ):
+    def start(self, *, on_returned, on_cancelled=None, on_failed=None, on_finished=None, synchronous=False):
         """Start the work; ``on_returned(result)`` runs on the main thread.
 
         Errors are shown as notifications and passed to ``on_failed(error)``;

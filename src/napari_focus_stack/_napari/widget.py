@@ -23,8 +23,7 @@ TOOLTIPS = {
     "and is hidden. The depth map keeps every value; retouching and saving use them.",
     "mark_unfocused": "Show the depth as transparent (NaN) where no frame has a usable focus "
     "signal in or around a pixel (flat, textureless or dark areas), instead of a guess.",
-    "z_step": "Distance between frames in µm; the depth map is in µm when set, in "
-    "frames (slices) when 0.",
+    "z_step": "Distance between frames in µm; the depth map is in µm when set, in frames (slices) when 0.",
     "z_axis": "The axis along which focus changes; other axes (time, channel) are "
     "stacked one by one. By default the axis labelled z, else the one just before Y and X.",
     "channels": "An axis of fluorescence channels, fused along one shared depth map so the "
@@ -36,9 +35,10 @@ TOOLTIPS = {
     "surface": "Show the depth map as a 3D surface draped with the fused image.",
     "edit": "Add a labels layer to paint corrections into the depth map: move the z slider "
     "to the frame where a region is sharp and paint over it.",
-    "refuse": "Fuse again, taking painted regions from the frames painted; focus is not "
-    "measured again.",
+    "refuse": "Fuse again, taking painted regions from the frames painted; focus is not measured again.",
 }
+
+
 def _z_step_um(layer, axis):
     """The layer's spacing along ``axis`` in µm, or 0 when it is unknown (1 pixel)."""
     scale, unit = float(layer.scale[axis]), layer.units[axis]
@@ -142,31 +142,30 @@ class FocusStackWidget(Container):
         self.synchronous = False
         self.task = None
         self.stack = ComboBox(label="Stack", choices=self._stack_choices)
-        self.z_axis = ComboBox(
-            label="Z axis", choices=self._z_axis_choices, tooltip=TOOLTIPS["z_axis"]
-        )
-        self.channels = ComboBox(
-            label="Channels", choices=self._channel_choices, tooltip=TOOLTIPS["channels"]
-        )
+        self.z_axis = ComboBox(label="Z axis", choices=self._z_axis_choices, tooltip=TOOLTIPS["z_axis"])
+        self.channels = ComboBox(label="Channels", choices=self._channel_choices, tooltip=TOOLTIPS["channels"])
         self.channel_layers = Select(
             label="Channel layers", choices=self._channel_layer_choices, tooltip=TOOLTIPS["channel_layers"]
         )
         self.channel_layers.native.setMaximumHeight(80)
-        self.depth_from = ComboBox(
-            label="Depth from", choices=self._depth_from_choices, tooltip=TOOLTIPS["depth_from"]
-        )
-        self.z_step = FloatSpinBox(
-            label="Z step (µm)", min=0, max=1e6, step=0.1, tooltip=TOOLTIPS["z_step"]
-        )
+        self.depth_from = ComboBox(label="Depth from", choices=self._depth_from_choices, tooltip=TOOLTIPS["depth_from"])
+        self.z_step = FloatSpinBox(label="Z step (µm)", min=0, max=1e6, step=0.1, tooltip=TOOLTIPS["z_step"])
         self.z_step.native.setSpecialValueText("unknown")
         self.z_step.native.setDecimals(3)
         self.engine = engine_controls()
-        self.radius, self.smoothing, self.scale_factor = (self.engine[n] for n in ("radius", "smoothing", "scale_factor"))
+        self.radius, self.smoothing, self.scale_factor = (
+            self.engine[n] for n in ("radius", "smoothing", "scale_factor")
+        )
         self.method, self.align, self.device = (self.engine[n] for n in ("method", "align", "device"))
         self.show_aligned = CheckBox(text="Show aligned frames", value=False, tooltip=TOOLTIPS["show_aligned"])
         self.mark_unfocused = CheckBox(text="Hide unfocused depth", value=True, tooltip=TOOLTIPS["mark_unfocused"])
         self.min_confidence = FloatSpinBox(
-            label="Min. confidence", min=0.0, max=1.0, step=0.05, value=MIN_CONFIDENCE, tooltip=TOOLTIPS["min_confidence"]
+            label="Min. confidence",
+            min=0.0,
+            max=1.0,
+            step=0.05,
+            value=MIN_CONFIDENCE,
+            tooltip=TOOLTIPS["min_confidence"],
         )
         self.run_button = PushButton(text="Run")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
@@ -204,10 +203,7 @@ class FocusStackWidget(Container):
         if layer is None:
             return []
         shape = _layer_data(layer).shape
-        return [
-            (f"{_axis_name(layer, axis)}: {shape[axis]} planes", axis)
-            for axis in range(layer.ndim - 2)
-        ]
+        return [(f"{_axis_name(layer, axis)}: {shape[axis]} planes", axis) for axis in range(layer.ndim - 2)]
 
     def _channel_choices(self, widget=None):
         layer = self.stack.value
@@ -215,9 +211,7 @@ class FocusStackWidget(Container):
             return [("none", None)]
         shape, z = _layer_data(layer).shape, self.z_axis.value
         return [("none", None)] + [
-            (f"{_axis_name(layer, axis)}: {shape[axis]} channels", axis)
-            for axis in range(layer.ndim - 2)
-            if axis != z
+            (f"{_axis_name(layer, axis)}: {shape[axis]} channels", axis) for axis in range(layer.ndim - 2) if axis != z
         ]
 
     def _channel_layer_choices(self, widget=None):
@@ -253,9 +247,7 @@ class FocusStackWidget(Container):
     def _depth_from_choices(self, widget=None):
         if self._n_channels() == 0:
             return [("—", "all")]
-        return [("all channels combined", "all")] + [
-            (name, c) for c, name in enumerate(self._channel_names())
-        ]
+        return [("all channels combined", "all")] + [(name, c) for c, name in enumerate(self._channel_names())]
 
     def _refresh_channels(self, event=None):
         self.depth_from.reset_choices()

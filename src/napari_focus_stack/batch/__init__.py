@@ -27,15 +27,34 @@ inputs and outputs (:func:`is_complete`).
 """
 
 from .grouping import (
-    STACK_GROUP, Stack, SweepSplit, group_by_regex, group_by_size, group_by_subfolder, group_by_sweeps,
-    list_images, microscope_stacks, stack_channels,
+    STACK_GROUP,
+    Stack,
+    SweepSplit,
+    group_by_regex,
+    group_by_size,
+    group_by_subfolder,
+    group_by_sweeps,
+    list_images,
+    microscope_stacks,
+    stack_channels,
 )
 from .manifest import (
-    batch_outputs_reason, holds_batch_outputs, input_fingerprints, is_complete, manifest_record, read_manifest,
+    batch_outputs_reason,
+    holds_batch_outputs,
+    input_fingerprints,
+    is_complete,
+    manifest_record,
+    read_manifest,
     write_manifest,
 )
 from .outputs import (
-    MAX_NAME_LENGTH, OUTPUT_FORMATS, BatchOptions, BatchPlanError, StackOutputs, plan_outputs, safe_output_name,
+    MAX_NAME_LENGTH,
+    OUTPUT_FORMATS,
+    BatchOptions,
+    BatchPlanError,
+    StackOutputs,
+    plan_outputs,
+    safe_output_name,
     stack_outputs,
 )
 from .planning import GROUPINGS, BatchPlan, FoundStacks, NoStacksError, Phrasing, Tally, find_stacks, plan_batch

@@ -11,7 +11,6 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -34,7 +33,7 @@ class Stack:
 
     name: str
     paths: tuple
-    time: Optional[int] = None
+    time: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "paths", tuple(os.fspath(path) for path in self.paths))
@@ -338,5 +337,3 @@ def _sweep_starts(jumps, min_jump):
 def _numbered(groups):
     width = max(3, len(str(len(groups))))
     return [Stack(f"stack_{index:0{width}d}", paths) for index, paths in enumerate(groups, start=1)]
-
-

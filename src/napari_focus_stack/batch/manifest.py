@@ -115,11 +115,9 @@ def _ours(path, fused_images):
     """What ``path`` is (``"depth map"``...) when we wrote it and it counts as a result, else None."""
     try:
         metadata = read_metadata(path)
-    except Exception:  # noqa: BLE001 - not a TIFF we can read (no pages, corrupt): not ours
+    except Exception:
         return None
     if metadata.get("software") != "napari-focus-stack":
         return None
     content = metadata.get("content", "fused image")
     return content if content in ("depth map", "confidence map") or fused_images else None
-
-

@@ -9,7 +9,6 @@ import unicodedata
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Optional
 
 from ..engine.result import StackParams, check_max_memory
 from ..io import SAVE_EXTENSIONS, path_key
@@ -59,8 +58,8 @@ class BatchOptions:
     format: str = "tif"
     depth: bool = False
     confidence: bool = False
-    max_memory: Optional[int] = None
-    threads_per_stack: Optional[int] = None
+    max_memory: int | None = None
+    threads_per_stack: int | None = None
 
     def __init__(
         self, params=None, *, depth_from="all", format="tif", depth=False, confidence=False, max_memory=None,
@@ -102,8 +101,8 @@ class StackOutputs:
     """Where one stack's files go; ``depth`` and ``confidence`` are None when not asked for."""
 
     fused: Path
-    depth: Optional[Path]
-    confidence: Optional[Path]
+    depth: Path | None
+    confidence: Path | None
     manifest: Path
 
     def images(self):
@@ -188,5 +187,3 @@ def plan_outputs(stacks, outdir, options):
                 raise BatchPlanError(f"refusing to overwrite input file {path}")
         plans.append(outputs)
     return plans
-
-

@@ -8,7 +8,6 @@ messages for its own controls (:class:`Phrasing`).
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 from .grouping import SweepSplit, group_by_regex, group_by_size, group_by_subfolder, group_by_sweeps, list_images
 from .manifest import holds_batch_outputs, is_complete
@@ -60,10 +59,12 @@ class FoundStacks:
     stacks: list
     skipped: list = ()
     left_out: list = ()
-    sweeps: Optional[SweepSplit] = None
+    sweeps: SweepSplit | None = None
 
 
-def find_stacks(root, grouping="subfolders", *, stack_size=10, pattern="", exclude=(), output=None, phrasing=Phrasing()):
+def find_stacks(
+    root, grouping="subfolders", *, stack_size=10, pattern="", exclude=(), output=None, phrasing=Phrasing()
+):
     """The stacks in ``root`` by one of the :data:`GROUPINGS` rules.
 
     Sub-folders of earlier results (:func:`batch_outputs_reason`) are not stacks.
@@ -140,7 +141,7 @@ class BatchPlan:
     stacks: list
     outputs: list
     complete: list
-    found: Optional[FoundStacks] = None
+    found: FoundStacks | None = None
 
     def describe(self):
         """One line per stack (name, frames, whether resume skips it) and a total."""

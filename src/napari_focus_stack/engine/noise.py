@@ -92,7 +92,7 @@ def frame_statistics(frame, value_range, variance=False):
 _BAND_ROWS = 32
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def noise_energy_gain(radius, scale_factor):
     """Mean focus energy (:func:`~.focus.laplacian_energy`) of unit white noise, up-sampled by ``scale_factor``.
 

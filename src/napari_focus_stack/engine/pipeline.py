@@ -23,12 +23,12 @@ import numpy as np
 from .align import WarpJob
 from .align.policy import MIN_ALIGN_SIDE, align_frames, aligned_like, alignment_summary  # noqa: F401  (aligned_like: callers re-fuse through the pipeline)
 from .depth import REGULARISE_SIGMA, SliceSelector, fill_unsupported_depth, regularise_depth
-from .focus import FocusMeasure, depth_sigma
-from .noise import NoiseProbe
 from .dtypes import to_dtype
-from .fuse import FUSIONS, FrameStep, fuse_frames_at_depth
-from .result import StackCancelled, StackResult
+from .focus import FocusMeasure, depth_sigma
 from .frames import CroppedFrames, device_warped, uncovered_mask
+from .fuse import FUSIONS, FrameStep, fuse_frames_at_depth
+from .noise import NoiseProbe
+from .result import StackCancelled, StackResult
 from .schedule import plan_within, relabel, run_tiles
 from .tiling import plan_refuse_tiles, plan_tiles, tile_bytes
 
@@ -156,7 +156,9 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None):
     measure.release()
     selector.previous = None
     # confidence counts the stack's noise energy as no detail (engine/noise.py)
-    floor = 0.0 if noise is None else max(noise.floor(k, params.radius, params.scale_factor) for k in range(len(frames)))
+    floor = (
+        0.0 if noise is None else max(noise.floor(k, params.radius, params.scale_factor) for k in range(len(frames)))
+    )
     fusion.release_frames()
     depth, confidence, fused = finish_in_bands(selector, fusion.band_finisher(selector), frames.dtype, be, floor)
     if fused is None:  # the pyramids are collapsed whole
@@ -214,10 +216,12 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
         whole = plan_tiles(frames.shape[1:3], params, 2**62, channels, frames.dtype.itemsize, **plan)
         one_pass = tile_bytes(whole, params, channels, frames.dtype.itemsize, **plan)
         budget = min(budget, one_pass // len(backends))
-    run_tile = lambda part, tile_be, stop, tile_timings: stack_tile(  # noqa: E731
+    run_tile = lambda part, tile_be, stop, tile_timings: stack_tile(
         part, params, tile_be, out_shape, stop, tile_timings, noise
     )
-    fused, depth, confidence, tiles = yield from run_tiles(run_tile, frames, params, backends, budget, plan, cancel, timings)
+    fused, depth, confidence, tiles = yield from run_tiles(
+        run_tile, frames, params, backends, budget, plan, cancel, timings
+    )
     if FUSIONS[params.method].regularises_depth:
         # on the assembled map, on the host: tiles and devices give the same depth
         clock = time.perf_counter()
@@ -258,7 +262,12 @@ def run_refuse(frames, depth, scale_factor, be, *, cancel=None, max_memory=None)
     channels = frames.shape[3] if len(frames.shape) == 4 else 1
     tiles = plan_within(
         lambda usable: plan_refuse_tiles(
-            frames.shape[1:3], scale_factor, usable, channels, frames.dtype.itemsize, frames_in_budget=be.frames_in_budget
+            frames.shape[1:3],
+            scale_factor,
+            usable,
+            channels,
+            frames.dtype.itemsize,
+            frames_in_budget=be.frames_in_budget,
         ),
         max_memory or be.default_budget(),
         be.budget_share,

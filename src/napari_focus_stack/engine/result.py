@@ -4,7 +4,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +55,7 @@ class StackParams:
     method: str = DEFAULTS["method"]
     align: str = DEFAULTS["align"]
     device: str = DEFAULTS["device"]
-    reference: Optional[int] = None
+    reference: int | None = None
 
     def __post_init__(self):
         for name, (lo, hi) in RANGES.items():
@@ -65,20 +65,14 @@ class StackParams:
                     object.__setattr__(self, name, int(value))
                     value = int(value)
                 else:
-                    raise ValueError(
-                        f"{name} must be a whole number from {lo} to {hi}, got {value!r}"
-                    )
+                    raise ValueError(f"{name} must be a whole number from {lo} to {hi}, got {value!r}")
             if not lo <= value <= hi:
                 raise ValueError(f"{name} must be from {lo} to {hi}, got {value}")
             object.__setattr__(self, name, int(value))
         if self.method not in METHODS:
-            raise ValueError(
-                f"method must be one of {', '.join(METHODS)}, got {self.method!r}"
-            )
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.align not in ALIGN_MODES:
-            raise ValueError(
-                f"align must be one of {', '.join(ALIGN_MODES)}, got {self.align!r}"
-            )
+            raise ValueError(f"align must be one of {', '.join(ALIGN_MODES)}, got {self.align!r}")
         ref = self.reference
         if ref is not None and (isinstance(ref, bool) or not isinstance(ref, (int, np.integer)) or ref < 0):
             raise ValueError(f"reference must be a frame index (0, 1, ...) or None, got {ref!r}")
@@ -231,8 +225,8 @@ class StackResult:
     params: StackParams
     device: str = "cpu"
     metadata: dict = field(default_factory=dict)
-    transforms: Optional[np.ndarray] = None
-    partial_coverage: Optional[np.ndarray] = None
+    transforms: np.ndarray | None = None
+    partial_coverage: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
 
     def mark_unfocused(self, min_confidence=None) -> "StackResult":
@@ -263,7 +257,7 @@ class StackResult:
         return self.valid_mask()
 
     @property
-    def depth_um(self) -> Optional[np.ndarray]:
+    def depth_um(self) -> np.ndarray | None:
         """Depth in µm when the z step is known, else None."""
         step = self.metadata.get("z_step_um")
         return None if step is None else self.depth * np.float32(step)

@@ -122,7 +122,7 @@ def stack_tiles_on_devices(run_tile, frames, params, backends, tiles, cancel, ti
                 except queue.Empty:
                     for future in futures:
                         if future.done() and future.exception() is not None:
-                            raise future.exception()
+                            raise future.exception() from None
                     if all(future.done() for future in futures) and done.empty():
                         break  # every tile is in, whatever the count said: never wait forever
                     continue

@@ -10,11 +10,11 @@ whole image would, so the tiled result equals the untiled one.
 import math
 from dataclasses import dataclass
 
-from .warp import HOST_WARP_BAND_PIXELS
 from .backend import gaussian_kernel
 from .depth import REGULARISE_SIGMA
 from .focus import PRESMOOTH_SIGMA, depth_sigma
 from .fuse import FUSIONS
+from .warp import HOST_WARP_BAND_PIXELS
 
 
 class MemoryBudgetError(ValueError):

@@ -17,6 +17,7 @@ import numpy as np
 #: busier (one 12 MP remap: 0.11 s, in 64-row bands: 0.16 s).
 HOST_WARP_BAND_PIXELS = 2**22
 
+
 def rescale_transforms(transforms, from_shape, to_shape):
     """Re-express pixel transforms for images resized from one shape to another.
 
@@ -45,7 +46,6 @@ def rescale_transforms(transforms, from_shape, to_shape):
     sx = to_shape[1] / from_shape[1]
     resize = np.array([[sx, 0, 0.5 * sx - 0.5], [0, sy, 0.5 * sy - 0.5], [0, 0, 1.0]])
     return resize @ np.asarray(transforms, dtype=np.float64) @ np.linalg.inv(resize)
-
 
 
 def source_coordinates(transform, rows, cols, xp=np):
@@ -211,13 +211,13 @@ def _covered_columns(transform, frame_shape, rows, cols):
         # where value >= low, and where value >= high (which must not hold)
         for bound, keep_above in ((np.float32(low), True), (np.float32(high), False)):
             if a >= 0:  # non-decreasing: value >= bound from ``edge`` on
-                edge = _first_true(lambda x: value(x) >= bound, cols, len(y))
+                edge = _first_true(lambda x, bound=bound: value(x) >= bound, cols, len(y))
                 if keep_above:
                     first = np.maximum(first, edge)
                 else:
                     stop = np.minimum(stop, edge)
             else:  # non-increasing: value >= bound up to ``edge``
-                edge = _first_true(lambda x: value(x) < bound, cols, len(y))
+                edge = _first_true(lambda x, bound=bound: value(x) < bound, cols, len(y))
                 if keep_above:
                     stop = np.minimum(stop, edge)
                 else:

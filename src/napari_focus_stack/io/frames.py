@@ -25,7 +25,6 @@ from PIL import Image
 
 from ..engine.align import reduction_factor
 
-
 _UNITS_IN_UM = {
     "pm": 1e-6, "å": 1e-4, "nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0,
     "micron": 1.0, "microns": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6,
@@ -107,9 +106,7 @@ class FrameSequence:
         frame = self._loaders[index]()
         if frame.shape != self.shape[1:]:
             name = self.label(index)
-            raise StackReadError(
-                f"{name}: decoded to shape {frame.shape} but its header says {self.shape[1:]}"
-            )
+            raise StackReadError(f"{name}: decoded to shape {frame.shape} but its header says {self.shape[1:]}")
         return np.ascontiguousarray(frame, dtype=self.dtype)
 
     def _fill_non_finite(self, index, frame):
@@ -132,10 +129,7 @@ class FrameSequence:
         return filled
 
     def __repr__(self):
-        return (
-            f"FrameSequence(shape={self.shape}, dtype={self.dtype.name}, "
-            f"source={self.metadata['source']!r})"
-        )
+        return f"FrameSequence(shape={self.shape}, dtype={self.dtype.name}, source={self.metadata['source']!r})"
 
     def reduced(self, index, max_side):
         """Frame ``index`` shrunk by a power of two so that its long side is at most ``max_side``.

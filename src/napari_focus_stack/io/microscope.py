@@ -27,7 +27,6 @@ import numpy as np
 
 from .frames import FrameSequence, StackReadError, _check_frame_pixels, _import, _output_dtype, _reading, _unit_in_um
 
-
 #: Microscope files read through bioio (the [formats] extra), besides
 #: OME-Zarr folders and the OME-TIFF hyperstacks the TIFF reader does not split.
 MICROSCOPE_EXTENSIONS = frozenset({".czi", ".nd2", ".lif", ".zarr"})

@@ -15,7 +15,6 @@ from PIL import Image
 
 from .frames import StackReadError, _check_frame_pixels, _FileFrames, _reading
 
-
 _GRAY_PIL_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _EXIF_ORIENTATION_TAG = 0x0112
@@ -33,7 +32,7 @@ def _read_pil_header_frame(path, max_frame_pixels):
                     mode = image.mode
                     orientation = _exif_orientation(image.info.get("exif"))
         except Image.DecompressionBombError as exc:
-            raise StackReadError(f"{path}: header declares an image too large to decode ({exc})")
+            raise StackReadError(f"{path}: header declares an image too large to decode ({exc})") from exc
     _check_frame_pixels(path, height, width, max_frame_pixels)
     if orientation in (5, 6, 7, 8):
         height, width = width, height
@@ -115,9 +114,7 @@ def _check_bmp_size(path, data):
     """Refuse a BMP shorter than its header says, before OpenCV logs its own error about it."""
     declared = int.from_bytes(data[2:6].tobytes(), "little") if len(data) >= 6 else 0
     if len(data) < 14 or declared > len(data):
-        raise StackReadError(
-            f"{path}: cannot decode image data (truncated BMP: {len(data):,} of {declared:,} bytes)"
-        )
+        raise StackReadError(f"{path}: cannot decode image data (truncated BMP: {len(data):,} of {declared:,} bytes)")
 
 
 def _check_png_chunks(path, data):

@@ -22,7 +22,6 @@ import numpy as np
 
 from .frames import StackReadError, _check_frame_pixels, _FileFrames, _import, _reading
 
-
 #: Camera RAW frames, decoded by LibRaw through rawpy (the [raw] extra).
 RAW_EXTENSIONS = frozenset(
     {".3fr", ".arw", ".cr2", ".cr3", ".crw", ".dng", ".iiq", ".nef", ".nrw", ".orf", ".pef", ".raf",

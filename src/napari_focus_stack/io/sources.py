@@ -24,13 +24,10 @@ from .raw import RAW_EXTENSIONS, read_raw_header
 from .tiff import TIFF_EXTENSIONS, _OmeHyperstackError, _read_tiff_frames
 from .writing import read_metadata
 
-
 #: Extensions (lower case) of the frame files that are read.
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}) | RAW_EXTENSIONS
 #: Files a folder may hold beside its frames; skipped silently, as are hidden files.
-SIDECAR_EXTENSIONS = frozenset(
-    {".txt", ".md", ".json", ".xml", ".csv", ".ini", ".log", ".xmp", ".db"}
-)
+SIDECAR_EXTENSIONS = frozenset({".txt", ".md", ".json", ".xml", ".csv", ".ini", ".log", ".xmp", ".db"})
 _DIGITS = re.compile(r"(\d+)", re.ASCII)
 
 
@@ -183,9 +180,7 @@ def _list_folder(folder):
     files = [path for path in folder.iterdir() if path.is_file()]
     paths = _image_files(files)
     if not paths:
-        raise StackReadError(
-            f"No image files found in {folder} (reads {_extension_list(IMAGE_EXTENSIONS)})"
-        )
+        raise StackReadError(f"No image files found in {folder} (reads {_extension_list(IMAGE_EXTENSIONS)})")
     return paths
 
 
@@ -210,10 +205,7 @@ def _image_files(paths):
 
 
 def _not_an_image_message(path):
-    return (
-        f"{path}: not a supported image file "
-        f"(reads {_extension_list(IMAGE_EXTENSIONS)}); move it out of the stack"
-    )
+    return f"{path}: not a supported image file (reads {_extension_list(IMAGE_EXTENSIONS)}); move it out of the stack"
 
 
 def _extension_list(extensions):
@@ -289,9 +281,7 @@ def _describe_shape(shape):
 
 def _frame_sequence(frames, names, paths, source):
     if len(frames.loaders) < 2:
-        raise StackReadError(
-            f"{source}: only one frame ({names[0]}); focus stacking needs at least 2 frames"
-        )
+        raise StackReadError(f"{source}: only one frame ({names[0]}); focus stacking needs at least 2 frames")
     metadata = {**frames.physical, "names": names, "paths": paths, "source": source}
     dtype = _output_dtype(frames.dtype, paths[0])
     return FrameSequence(frames.loaders, frames.shape, dtype, metadata)
@@ -300,9 +290,7 @@ def _frame_sequence(frames, names, paths, source):
 def _open_array(array):
     label = f"array of shape {tuple(array.shape)}"
     if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (1, 3, 4)):
-        raise StackReadError(
-            f"{label}: expected (Z, Y, X) or (Z, Y, X, C) with C = 1, 3 or 4 (alpha dropped)"
-        )
+        raise StackReadError(f"{label}: expected (Z, Y, X) or (Z, Y, X, C) with C = 1, 3 or 4 (alpha dropped)")
     depth, height, width = array.shape[:3]
     if depth == 0:
         raise StackReadError(f"{label}: no frames; focus stacking needs at least 2 frames")

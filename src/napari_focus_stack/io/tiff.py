@@ -26,24 +26,23 @@ class _OmeHyperstackError(StackReadError):
 
 
 def _read_tiff_frames(path, max_frame_pixels):
-    with _reading(path, "not a readable TIFF"):
-        with tifffile.TiffFile(path) as tif:
-            if not tif.series or not len(tif.pages):
-                raise StackReadError(f"{path}: not a readable TIFF (it holds no image pages)")
-            series = tif.series[0]
-            page = series.keyframe
-            page_shape, page_axes = page.shape, page.axes
-            height, width = page.shape[page_axes.index("Y")], page.shape[page_axes.index("X")]
-            _check_frame_pixels(path, height, width, max_frame_pixels)
-            color_samples = _tiff_color_samples(path, page)
-            try:
-                frame_keys = _tiff_frame_keys(path, series.axes, series.shape, page_axes)
-            except StackReadError as exc:
-                if tif.is_ome:  # time points or channels: bioio picks one stack (microscope.py)
-                    raise _OmeHyperstackError(str(exc)) from None
-                raise
-            physical = _tiff_physical_sizes(tif)
-            decodable = page.compression in tifffile.TIFF.DECOMPRESSORS
+    with _reading(path, "not a readable TIFF"), tifffile.TiffFile(path) as tif:
+        if not tif.series or not len(tif.pages):
+            raise StackReadError(f"{path}: not a readable TIFF (it holds no image pages)")
+        series = tif.series[0]
+        page = series.keyframe
+        page_shape, page_axes = page.shape, page.axes
+        height, width = page.shape[page_axes.index("Y")], page.shape[page_axes.index("X")]
+        _check_frame_pixels(path, height, width, max_frame_pixels)
+        color_samples = _tiff_color_samples(path, page)
+        try:
+            frame_keys = _tiff_frame_keys(path, series.axes, series.shape, page_axes)
+        except StackReadError as exc:
+            if tif.is_ome:  # time points or channels: bioio picks one stack (microscope.py)
+                raise _OmeHyperstackError(str(exc)) from None
+            raise
+        physical = _tiff_physical_sizes(tif)
+        decodable = page.compression in tifffile.TIFF.DECOMPRESSORS
     color_planes = len(frame_keys[0])
     rgb = color_samples == 3 or color_planes == 3
     if decodable:
@@ -70,8 +69,7 @@ def _tiff_color_samples(path, page):
     color = page.samplesperpixel - alpha
     if color not in (1, 3) or page.photometric == tifffile.PHOTOMETRIC.PALETTE:
         raise StackReadError(
-            f"{path}: {color} colour samples per pixel ({page.photometric.name}); "
-            "reads gray or RGB (alpha is dropped)"
+            f"{path}: {color} colour samples per pixel ({page.photometric.name}); reads gray or RGB (alpha is dropped)"
         )
     return color
 
@@ -94,14 +92,10 @@ def _tiff_frame_keys(path, axes, shape, page_axes):
     if "C" in stack_axes and "S" in page_axes:
         raise StackReadError(f"{path}: has both a channel axis and RGB samples; split it first")
     if channels not in (1, 3):
-        raise StackReadError(
-            f"{path}: has {channels} channels; reads 1 (gray) or 3 (RGB): split the channels first"
-        )
+        raise StackReadError(f"{path}: has {channels} channels; reads 1 (gray) or 3 (RGB): split the channels first")
     z_axes = [axis for axis in stack_axes if axis != "C"]
     if len(z_axes) > 1:
-        raise StackReadError(
-            f"{path}: has several stack axes ({''.join(z_axes)}); reads one z axis"
-        )
+        raise StackReadError(f"{path}: has several stack axes ({''.join(z_axes)}); reads one z axis")
     if not stack_axes:
         return [[0]]
     depth = stack_axes[z_axes[0]] if z_axes else 1
@@ -122,9 +116,8 @@ def _decode_tiff_pages(path, keys, *, page):
     ``page`` is the shape, axes and colour samples of the series' pages.
     """
     page_shape, page_axes, color_samples = page
-    with _reading(path, f"cannot decode TIFF page {keys[0]}"):
-        with tifffile.TiffFile(path) as tif:
-            pages = tif.asarray(key=keys, series=0)
+    with _reading(path, f"cannot decode TIFF page {keys[0]}"), tifffile.TiffFile(path) as tif:
+        pages = tif.asarray(key=keys, series=0)
     pages = pages.reshape((len(keys), *page_shape))
     if "S" in page_axes:
         pages = np.moveaxis(pages, 1 + page_axes.index("S"), -1)[..., :color_samples]

@@ -26,7 +26,6 @@ import tifffile
 from .frames import _OBJECT_REPR, _quiet_tifffile
 from .tiff import TIFF_EXTENSIONS
 
-
 #: Extensions :func:`save_image` writes.
 SAVE_EXTENSIONS = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _EIGHT_BIT_EXTENSIONS = frozenset({".jpg", ".jpeg", ".bmp", ".webp"})
@@ -97,9 +96,7 @@ def image_writer(image, path, *, metadata=None):
         encoded = _encode_with_opencv(image, extension)
         write = partial(_write_bytes, data=encoded)
     else:
-        raise ValueError(
-            f"{path}: cannot save {extension!r} files; supported: {', '.join(SAVE_EXTENSIONS)}"
-        )
+        raise ValueError(f"{path}: cannot save {extension!r} files; supported: {', '.join(SAVE_EXTENSIONS)}")
     return write
 
 
@@ -423,6 +420,4 @@ def _to_uint8(image, extension):
         return image
     if image.dtype == np.uint16:
         return ((image.astype(np.uint32) + 128) // 257).astype(np.uint8)
-    raise ValueError(
-        f"{extension} stores 8 bits: convert {image.dtype.name} to uint8 first, or save as .tif"
-    )
+    raise ValueError(f"{extension} stores 8 bits: convert {image.dtype.name} to uint8 first, or save as .tif")

@@ -25,12 +25,12 @@ scores a result against the truth (PSNR, SSIM, depth RMSE, speckle).
 ((6, 64, 64), 'uint8')
 """
 
+from .depths import KINDS_DEPTH, make_depth
 from .fluorescence import render_channels, render_fluorescence
 from .layered import PSFS, Layer, render_layers
-from .depths import KINDS_DEPTH, make_depth
 from .metrics import depth_rmse, depth_speckle, psnr, ssim, textured_mask
 from .scenes import SCENE_FAMILIES, describe_family, simulate_scene
-from .surface import SimulatedStack, _main, simulate_stack, write_sample_stack
+from .surface import SimulatedStack, simulate_stack, write_sample_stack
 from .textures import KINDS_TEXTURE, make_texture
 
 __all__ = [

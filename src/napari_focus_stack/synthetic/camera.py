@@ -26,9 +26,7 @@ def _frame_transforms(shape, n_slices, reference, jitter, breathing, rotation, d
     transforms = np.empty((n_slices, 3, 3))
     for k in range(n_slices):
         angle = np.deg2rad(rotation * ramp[k])
-        linear = (1 + breathing * ramp[k]) * np.array(
-            [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
-        )
+        linear = (1 + breathing * ramp[k]) * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         transforms[k] = np.eye(3)
         transforms[k, :2, :2] = linear
         transforms[k, :2, 2] = centre + shifts[k] - linear @ centre

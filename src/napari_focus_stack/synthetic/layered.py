@@ -14,7 +14,6 @@ camera: a layer of larger depth is behind one of smaller depth.
 """
 
 from dataclasses import dataclass
-from typing import Union
 
 import cv2
 import numpy as np
@@ -47,7 +46,7 @@ class Layer:
 
     colour: np.ndarray
     alpha: np.ndarray
-    depth: Union[float, np.ndarray]
+    depth: float | np.ndarray
 
     def depth_map(self, shape):
         return np.broadcast_to(np.asarray(self.depth, dtype=np.float32), shape)

@@ -226,19 +226,58 @@ def _stack(frames, texture, depth, seed, *, boundary=None, mask=None, data_range
 
 #: Family name -> (builder, one-line description).
 _FAMILIES = {
-    "surface-dome": (_surface("mixed", "dome", rgb=True, noise=0.01), "textured dome, per-pixel Gaussian blur (no occlusion), RGB"),
-    "surface-terraces-16bit": (_surface("noise", "steps", dtype="uint16", noise=0.004), "16-bit terraces with fine texture, per-pixel blur"),
-    "surface-waves-photo": (_surface("photo", "waves", rgb=True, noise=0.01), "photograph on a wavy surface, per-pixel blur"),
-    "occlusion-gaussian": (_layered(_occlusion("gaussian", "mixed")), "bright objects in front of a textured background, Gaussian PSF"),
-    "occlusion-pillbox": (_layered(_occlusion("pillbox", "noise")), "bright objects in front of a textured background, pillbox PSF"),
-    "bristles": (_layered(dict(layers=_bristle_layers, psf="pillbox", noise=0.01)), "thin bright bristles (1-3 px) at many depths over textured layers"),
-    "fibres-brightfield": (_layered(dict(layers=_fibre_layers, psf="gaussian", noise=0.01, rgb=False)), "dark thin fibres over a bright slide (brightfield), grey"),
-    "clutter": (_layered(dict(layers=_clutter_layers, psf="pillbox", noise=0.01)), "many overlapping textured objects: dense depth discontinuities"),
-    "scene-depth": (_layered(dict(layers=_scene_depth_layers, psf="pillbox", noise=0.01)), "a photo cut into objects at many depths (edges everywhere)"),
-    "tilted-plates": (_layered(dict(layers=_plate_layers, psf="gaussian", noise=0.01)), "tilted textured plates in front of a sloping background"),
-    "lowlight": (_layered(dict(layers=_clutter_layers, psf="pillbox", photons=60.0, rgb=False)), "clutter in low light: shot noise of 60 photons at full scale, grey"),
-    "fluorescence-blobs": (_fluorescent(blob_emitters), "widefield fluorescence, cells and nuclei, dim 16-bit, shot noise"),
-    "fluorescence-filaments": (_fluorescent(filament_emitters), "widefield fluorescence, thin filaments, dim 16-bit, shot noise"),
+    "surface-dome": (
+        _surface("mixed", "dome", rgb=True, noise=0.01),
+        "textured dome, per-pixel Gaussian blur (no occlusion), RGB",
+    ),
+    "surface-terraces-16bit": (
+        _surface("noise", "steps", dtype="uint16", noise=0.004),
+        "16-bit terraces with fine texture, per-pixel blur",
+    ),
+    "surface-waves-photo": (
+        _surface("photo", "waves", rgb=True, noise=0.01),
+        "photograph on a wavy surface, per-pixel blur",
+    ),
+    "occlusion-gaussian": (
+        _layered(_occlusion("gaussian", "mixed")),
+        "bright objects in front of a textured background, Gaussian PSF",
+    ),
+    "occlusion-pillbox": (
+        _layered(_occlusion("pillbox", "noise")),
+        "bright objects in front of a textured background, pillbox PSF",
+    ),
+    "bristles": (
+        _layered(dict(layers=_bristle_layers, psf="pillbox", noise=0.01)),
+        "thin bright bristles (1-3 px) at many depths over textured layers",
+    ),
+    "fibres-brightfield": (
+        _layered(dict(layers=_fibre_layers, psf="gaussian", noise=0.01, rgb=False)),
+        "dark thin fibres over a bright slide (brightfield), grey",
+    ),
+    "clutter": (
+        _layered(dict(layers=_clutter_layers, psf="pillbox", noise=0.01)),
+        "many overlapping textured objects: dense depth discontinuities",
+    ),
+    "scene-depth": (
+        _layered(dict(layers=_scene_depth_layers, psf="pillbox", noise=0.01)),
+        "a photo cut into objects at many depths (edges everywhere)",
+    ),
+    "tilted-plates": (
+        _layered(dict(layers=_plate_layers, psf="gaussian", noise=0.01)),
+        "tilted textured plates in front of a sloping background",
+    ),
+    "lowlight": (
+        _layered(dict(layers=_clutter_layers, psf="pillbox", photons=60.0, rgb=False)),
+        "clutter in low light: shot noise of 60 photons at full scale, grey",
+    ),
+    "fluorescence-blobs": (
+        _fluorescent(blob_emitters),
+        "widefield fluorescence, cells and nuclei, dim 16-bit, shot noise",
+    ),
+    "fluorescence-filaments": (
+        _fluorescent(filament_emitters),
+        "widefield fluorescence, thin filaments, dim 16-bit, shot noise",
+    ),
 }
 
 #: Names :func:`simulate_scene` accepts.

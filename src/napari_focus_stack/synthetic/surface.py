@@ -16,7 +16,6 @@ from .camera import _expose, _frame_gains, _frame_transforms, _quantise, _warp_t
 from .depths import make_depth
 from .textures import _check_shape, _gaussian_blur, make_texture
 
-
 #: Memory for one horizontal band of the renderer: its bank of blurred copies
 #: and its blended slices. Bands keep 12 MP x 10 RGB renders within ~1 GB.
 _BAND_BYTES = 256 * 2**20
@@ -111,9 +110,7 @@ def _render_bands(texture, depth, n_slices, blur_per_slice):
     for start in range(0, height, band):
         stop = min(height, start + band)
         chunk_start, chunk_stop = max(0, start - halo), min(height, stop + halo)
-        bank = _blur_bank(
-            texture[chunk_start:chunk_stop], levels, slice(start - chunk_start, stop - chunk_start)
-        )
+        bank = _blur_bank(texture[chunk_start:chunk_stop], levels, slice(start - chunk_start, stop - chunk_start))
         band_depth = depth[start:stop]
         slices = np.empty((n_slices,) + bank[:, 0].shape, dtype=np.float32)
         for k in range(n_slices):
@@ -304,9 +301,7 @@ def simulate_stack(
     rgb = texture_image.ndim == 3
     reference = n_slices // 2
     motion = dict(jitter=jitter, breathing=breathing, rotation=rotation, drift=drift)
-    transforms = _frame_transforms(
-        shape, n_slices, reference, **motion, rng=np.random.default_rng([seed, 1])
-    )
+    transforms = _frame_transforms(shape, n_slices, reference, **motion, rng=np.random.default_rng([seed, 1]))
     gains = _frame_gains(n_slices, reference, gain, rgb, np.random.default_rng([seed, 2]))
     noise_rng = np.random.default_rng([seed, 3])
 

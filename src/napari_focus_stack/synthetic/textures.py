@@ -21,9 +21,7 @@ def _gaussian_blur(image, sigma):
     """Gaussian blur with a kernel reaching 4 sigma and mirrored borders."""
     radius = max(1, int(np.ceil(4 * sigma)))
     size = 2 * radius + 1
-    return cv2.GaussianBlur(
-        image, (size, size), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT
-    )
+    return cv2.GaussianBlur(image, (size, size), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)
 
 
 def _octave_noise(shape, rng, octaves):

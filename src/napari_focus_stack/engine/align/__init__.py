@@ -36,7 +36,14 @@ through its alignment); the warping and coverage geometry they share is
 """
 
 from ..result import ALIGN_MODES
-from ..warp import HOST_WARP_BAND_PIXELS, coverage_mask, outside_frame, rescale_transforms, source_coordinates, warp_frame
+from ..warp import (
+    HOST_WARP_BAND_PIXELS,
+    coverage_mask,
+    outside_frame,
+    rescale_transforms,
+    source_coordinates,
+    warp_frame,
+)
 from .estimate import ALIGN_THREADS, AlignmentResult, estimate_transforms, in_parallel
 from .exposure import GAIN_MAX_SIDE, estimate_gains, shrink
 from .frames import AlignedFrames, WarpJob

@@ -156,7 +156,7 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
         identity = np.tile(np.eye(3), (n, 1, 1))
         return AlignmentResult(identity, reference, mode, np.ones(max(n - 1, 0)))
     pyramids = _Pyramids(images)
-    pyramids[0]  # noqa: B018 -- fixes the shape every other image is checked against
+    pyramids[0]
 
     def step(k):  # each pair on its own: both pyramids built here, in parallel with the others
         return _register(pyramids.build(k), pyramids.build(k + 1), mode, None)
@@ -198,9 +198,7 @@ def _recheck_steps(matrices, quality, pyramids, mode, messages):
     """
     shape = pyramids[0][0].shape
     usable = quality >= _MIN_QUALITY
-    deviation = np.array(
-        [_corner_distance(m, _trend(matrices, usable, k), shape) for k, m in enumerate(matrices)]
-    )
+    deviation = np.array([_corner_distance(m, _trend(matrices, usable, k), shape) for k, m in enumerate(matrices)])
     typical = np.median(deviation[usable]) if usable.any() else 0.0
     tolerance = max(_TREND_TOLERANCE_PX, _TREND_TOLERANCE_FACTOR * typical)
     suspect = ~usable | ((deviation > tolerance) & (usable.sum() >= 3))

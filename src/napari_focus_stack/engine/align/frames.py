@@ -9,6 +9,7 @@ import numpy as np
 from ..dtypes import to_dtype
 from ..warp import full_region, outside_or_none, region_corners, warp_frame
 
+
 class AlignedFrames:
     """Frames resampled into the reference frame's geometry, exposure corrected.
 

@@ -62,9 +62,7 @@ def _level_matrix(matrix, from_level, to_level):
 def _corners(shape):
     """The four image corners as homogeneous columns ``(3, 4)``."""
     height, width = shape[:2]
-    return np.array(
-        [[0, width - 1, 0, width - 1], [0, 0, height - 1, height - 1], [1, 1, 1, 1]], dtype=float
-    )
+    return np.array([[0, width - 1, 0, width - 1], [0, 0, height - 1, height - 1], [1, 1, 1, 1]], dtype=float)
 
 
 def _corner_distance(a, b, shape):
@@ -261,10 +259,7 @@ def _peaks(surface):
     rows, cols = np.nonzero((surface >= dilated) & (surface > 0))
     order = np.argsort(surface[rows, cols])[::-1][:_MAX_CANDIDATES]
     centre = np.array([surface.shape[1] // 2, surface.shape[0] // 2])
-    return [
-        (np.array([col, row]) - centre, float(surface[row, col]))
-        for row, col in zip(rows[order], cols[order])
-    ]
+    return [(np.array([col, row]) - centre, float(surface[row, col])) for row, col in zip(rows[order], cols[order])]
 
 
 # --- Gauss-Newton refinement --------------------------------------------------

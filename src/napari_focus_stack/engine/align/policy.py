@@ -33,6 +33,7 @@ def align_frames(frames, params, cancel):
     n = len(frames)
     if params.reference is not None and params.reference >= n:
         raise ValueError(f"reference frame {params.reference} is not one of the {n} frames (0 to {n - 1})")
+
     # Kept per frame: its registration image (long side <= 1024 px) and a
     # small copy for exposure (<= 256 px); not the frame itself. Frames are
     # read and reduced on a few threads (each holds one whole frame at most).
@@ -122,5 +123,3 @@ def aligned_like(frames, transforms, alignment=None):
     gains = (alignment or {}).get("gains") or [None] * n
     offsets = (alignment or {}).get("offsets") or [None] * n
     return AlignedFrames(frames, np.asarray(transforms), gains, offsets)
-
-

@@ -10,8 +10,8 @@ import warnings
 
 import numpy as np
 
-from .base import NdimageBackend
 from . import kernels
+from .base import NdimageBackend
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -20,10 +20,7 @@ class DeviceUnavailableError(RuntimeError):
 
 def _cupy_backend(index):
     """CuPy backend on device ``index``, or DeviceUnavailableError saying why not."""
-    hint = (
-        'install CuPy with `pip install "napari-focus-stack[gpu]"` '
-        '(or "[gpu-cuda13]" for its CUDA 13 build)'
-    )
+    hint = 'install CuPy with `pip install "napari-focus-stack[gpu]"` (or "[gpu-cuda13]" for its CUDA 13 build)'
     try:
         import cupy
         import cupyx.scipy.ndimage as cundi

@@ -23,7 +23,7 @@ def _hugepage_switch():
     """NumPy's switch for ``madvise(MADV_HUGEPAGE)`` on large arrays, or None."""
     for module in ("numpy._core.multiarray", "numpy.core.multiarray"):
         try:
-            return getattr(__import__(module, fromlist=["_"]), "_set_madvise_hugepage")
+            return __import__(module, fromlist=["_"])._set_madvise_hugepage
         except (ImportError, AttributeError):
             continue
     return None

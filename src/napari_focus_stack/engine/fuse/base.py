@@ -12,7 +12,7 @@ reaches (:meth:`Fusion.reach`), how much memory it keeps per pixel
 """
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 
 @dataclass
@@ -46,7 +46,7 @@ class FrameStep:
     uncovered: Any = None
     floor: float = 0.0
     reference: float = 1.0
-    borrowed: Optional[tuple] = None
+    borrowed: tuple | None = None
 
 
 class Fusion:

@@ -7,7 +7,6 @@ import math
 from ..dtypes import to_dtype
 from .base import Fusion
 
-
 #: Pyramid depth: the coarsest level is 1/32 of the image, at least 8 px.
 #: Capping the depth bounds how far a pixel's result reaches (see
 #: :func:`pyramid_reach`), which is what lets large images be fused in tiles.

@@ -5,7 +5,6 @@ and alike frames are averaged (less noise) where none does."""
 from ..dtypes import to_dtype
 from .base import Fusion
 
-
 #: Added to every weighted-fusion score, as a share of the stack's reference
 #: energy: where no frame has any detail (a constant image, no noise), all
 #: weights are then equal and the frames are averaged, instead of 0/0. Far
