@@ -147,9 +147,15 @@ def ensure_case(case, cache_dir):
     shutil.rmtree(cached.folder, ignore_errors=True)
     cached.frames_dir.mkdir(parents=True)
     sim = synthetic.simulate_stack(
-        case.shape, case.n_slices, texture=case.texture, depth=case.depth,
-        rgb=True, dtype="uint8", noise=NOISE, seed=case.seed,
-    )  # fmt: skip
+        case.shape,
+        case.n_slices,
+        texture=case.texture,
+        depth=case.depth,
+        rgb=True,
+        dtype="uint8",
+        noise=NOISE,
+        seed=case.seed,
+    )
     for k, frame in enumerate(sim.frames):
         write_rgb(cached.frames_dir / f"frame_{k:02d}.jpg", frame, (cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY))
     write_rgb(cached.folder / "texture.png", sim.texture)
@@ -181,16 +187,35 @@ class Tool:
         fused = str(out_dir / "fused.tif")
         if self.ours:
             return self.executable + [
-                str(cached.frames_dir), "-o", fused,
-                "--depth", str(out_dir / "depth.tif"), "--confidence", str(out_dir / "confidence.tif"),
-                "--radius", str(DEFAULTS["radius"]), "--smoothing", str(DEFAULTS["smoothing"]),
-                "--scale-factor", "1", "--method", self.kind.split("-")[1], "--device", "cpu", "-q",
-            ]  # fmt: skip
+                str(cached.frames_dir),
+                "-o",
+                fused,
+                "--depth",
+                str(out_dir / "depth.tif"),
+                "--confidence",
+                str(out_dir / "confidence.tif"),
+                "--radius",
+                str(DEFAULTS["radius"]),
+                "--smoothing",
+                str(DEFAULTS["smoothing"]),
+                "--scale-factor",
+                "1",
+                "--method",
+                self.kind.split("-")[1],
+                "--device",
+                "cpu",
+                "-q",
+            ]
         if self.kind == "enfuse":
             return self.executable + [
-                "--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1",
-                "--hard-mask", "-o", fused, *map(str, cached.frame_paths),
-            ]  # fmt: skip
+                "--exposure-weight=0",
+                "--saturation-weight=0",
+                "--contrast-weight=1",
+                "--hard-mask",
+                "-o",
+                fused,
+                *map(str, cached.frame_paths),
+            ]
         return self.executable + [str(cached.frames_dir), "--output", fused, "--no-align", "--keep-size"]
 
 
@@ -440,10 +465,16 @@ def quality_of_case(cached, tools, out_root):
 def quality_table(scores):
     """Markdown table of one case's scores."""
     rows = [
-        [s.method, fmt(s.psnr, ".2f"), fmt(s.ssim, ".4f"), fmt(s.depth_rmse, ".3f"), fmt(s.shift_px, ".2f"),
-         "; ".join(s.notes)]
+        [
+            s.method,
+            fmt(s.psnr, ".2f"),
+            fmt(s.ssim, ".4f"),
+            fmt(s.depth_rmse, ".3f"),
+            fmt(s.shift_px, ".2f"),
+            "; ".join(s.notes),
+        ]
         for s in scores
-    ]  # fmt: skip
+    ]
     return md_table(["method", "PSNR (dB)", "SSIM", "depth RMSE (slices)", "shift (px)", "notes"], rows, "lrrrrl")
 
 
@@ -524,11 +555,18 @@ def speed_table(timings, reference, missing):
     ref = timings[reference]
     rows = []
     for name, t in timings.items():
-        rows.append([
-            name, fmt(t.wall_s, ".2f"), t.spread, fmt(t.cpu_s, ".2f"), fmt(t.peak_rss_mib, ".0f"),
-            fmt(t.wall_s / ref.wall_s, ".2f"), fmt(t.peak_rss_mib / ref.peak_rss_mib, ".2f"),
-            f"{t.failures} failed" if t.failures else "",
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                fmt(t.wall_s, ".2f"),
+                t.spread,
+                fmt(t.cpu_s, ".2f"),
+                fmt(t.peak_rss_mib, ".0f"),
+                fmt(t.wall_s / ref.wall_s, ".2f"),
+                fmt(t.peak_rss_mib / ref.peak_rss_mib, ".2f"),
+                f"{t.failures} failed" if t.failures else "",
+            ]
+        )
     rows += [[name, "not installed", "", "", "", "", "", ""] for name in missing]
     headers = ["command", "wall (s)", "range (s)", "CPU (s)", "peak RSS (MiB)", "time / ours", "RSS / ours", "notes"]
     return md_table(headers, rows, "lrrrrrrl")

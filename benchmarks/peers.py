@@ -74,6 +74,8 @@ import cv2
 import numpy as np
 import tifffile
 
+from napari_focus_stack.engine.dtypes import full_scale
+
 #: Where the peers' environments are, one folder per peer.
 PEERS_ROOT = Path(os.environ.get("FOCUS_PEERS", "/root/peers"))
 #: Longest a peer may run on one stack (s).
@@ -160,14 +162,10 @@ def conform(image, like, notes):
     return image
 
 
-def _full_scale(dtype):
-    return float(np.iinfo(dtype).max) if np.issubdtype(dtype, np.integer) else 1.0
-
-
 def _rescale(image, dtype):
-    scaled = image.astype(np.float64) * (_full_scale(dtype) / _full_scale(image.dtype))
+    scaled = image.astype(np.float64) * (full_scale(dtype) / full_scale(image.dtype))
     if np.issubdtype(dtype, np.integer):
-        scaled = np.clip(np.round(scaled), 0, _full_scale(dtype))
+        scaled = np.clip(np.round(scaled), 0, full_scale(dtype))
     return scaled.astype(dtype)
 
 
@@ -310,8 +308,21 @@ class OpenFocus(Peer):
 
     def _fuse(self, frames_dir, frame_paths, out_dir, n_frames):
         fused, depth_png = out_dir / "fused.tif", out_dir / "depth.png"
-        argv = [self.executable(), "--input", *frame_paths, "--output", fused, "--method", self.method,
-                "--align", "none", "--depth-map", depth_png, "--depth-colormap", "gray"]  # fmt: skip
+        argv = [
+            self.executable(),
+            "--input",
+            *frame_paths,
+            "--output",
+            fused,
+            "--method",
+            self.method,
+            "--align",
+            "none",
+            "--depth-map",
+            depth_png,
+            "--depth-colormap",
+            "gray",
+        ]
         seconds = _run(argv, cwd=out_dir)
         index = read_image(depth_png)
         index = index[..., 0] if index.ndim == 3 else index
@@ -383,8 +394,15 @@ class ShineStacker(Peer):
         argv = [self.executable(), "-c", SHINESTACKER_DRIVER, frames_dir.resolve(), work, self.method, *names]
         start = time.perf_counter()
         try:
-            done = subprocess.run([str(a) for a in argv], cwd=work, env=env, capture_output=True, text=True,
-                                  errors="replace", timeout=TIMEOUT_S)  # fmt: skip
+            done = subprocess.run(
+                [str(a) for a in argv],
+                cwd=work,
+                env=env,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=TIMEOUT_S,
+            )
         except subprocess.TimeoutExpired as error:
             raise PeerError(f"timed out after {TIMEOUT_S:.0f} s") from error
         seconds = time.perf_counter() - start
@@ -412,8 +430,16 @@ class Enfuse(Peer):
         # which tifffile cannot read without imagecodecs, and OpenCV misreads
         # their grey + alpha
         fused = out_dir / "fused.png"
-        argv = [self.executable(), "--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1",
-                "--hard-mask", "-o", fused, *frame_paths]  # fmt: skip
+        argv = [
+            self.executable(),
+            "--exposure-weight=0",
+            "--saturation-weight=0",
+            "--contrast-weight=1",
+            "--hard-mask",
+            "-o",
+            fused,
+            *frame_paths,
+        ]
         return fused, None, _run(argv, cwd=out_dir)
 
 

@@ -116,9 +116,15 @@ def render(simulate, family, shape, n_slices, seed):
     if mask is None:
         mask = textured_mask(sim.texture)
     return Scene(
-        family, np.asarray(sim.frames), np.asarray(sim.texture), np.asarray(sim.depth, np.float32),
-        np.asarray(mask, bool), getattr(sim, "boundary", None), getattr(sim, "data_range", None), seconds,
-    )  # fmt: skip
+        family,
+        np.asarray(sim.frames),
+        np.asarray(sim.texture),
+        np.asarray(sim.depth, np.float32),
+        np.asarray(mask, bool),
+        getattr(sim, "boundary", None),
+        getattr(sim, "data_range", None),
+        seconds,
+    )
 
 
 def write_frames(frames, folder):
@@ -272,8 +278,9 @@ def run_baselines(scene):
     start = time.perf_counter()
     values = [image_scores(frame, scene)[0] for frame in scene.frames]
     k = int(np.argmax(values))
-    best = score("best frame", scene.frames[k], None, scene, time.perf_counter() - start, fit=False,
-                 notes=[f"frame {k}"])  # fmt: skip
+    best = score(
+        "best frame", scene.frames[k], None, scene, time.perf_counter() - start, fit=False, notes=[f"frame {k}"]
+    )
     start = time.perf_counter()
     fused, index = naive_argmax(scene.frames)
     naive = score("argmax-lap", fused, index, scene, time.perf_counter() - start, fit=False)
@@ -288,8 +295,7 @@ def run_peer(peer, folder, frame_paths, scene, work):
     output, error = peer_registry.run_peer(peer, folder, frame_paths, work / peer_label(peer), scene.bit_depth)
     if output is None:
         return Score(peer_label(peer), error=error)
-    return score(peer_label(peer), output.fused, output.depth, scene, output.seconds, fit=True,
-                 notes=[output.note])  # fmt: skip
+    return score(peer_label(peer), output.fused, output.depth, scene, output.seconds, fit=True, notes=[output.note])
 
 
 def run_family(simulate, family, args, peers, log):
@@ -439,13 +445,36 @@ def summary_table(results, peer_tools):
             depth_ok = "yes" if checks[-1] else "no"
         met = all(checks)
         met_all += met
-        rows.append([
-            scene.family, f"{p_name} {p_best:.2f}", f"{dp:+.2f}", f"{s_name} {s_best:.3f}", f"{ds:+.3f}",
-            f"{d_name} {fmt(d_best, '.2f')}", fmt(ours.depth, ".2f"), fmt(ours.depth_fitted, ".2f"),
-            "yes" if checks[0] else "no", "yes" if checks[1] else "no", depth_ok, "**yes**" if met else "no",
-        ])  # fmt: skip
-    header = ["family", "best peer PSNR", "ours − best", "best peer SSIM", "ours − best", "best peer depth (fitted)",
-              "ours depth (raw)", "ours depth (fitted)", "PSNR ≥ +0.5", "SSIM ≥", "depth ≤", "target met"]  # fmt: skip
+        rows.append(
+            [
+                scene.family,
+                f"{p_name} {p_best:.2f}",
+                f"{dp:+.2f}",
+                f"{s_name} {s_best:.3f}",
+                f"{ds:+.3f}",
+                f"{d_name} {fmt(d_best, '.2f')}",
+                fmt(ours.depth, ".2f"),
+                fmt(ours.depth_fitted, ".2f"),
+                "yes" if checks[0] else "no",
+                "yes" if checks[1] else "no",
+                depth_ok,
+                "**yes**" if met else "no",
+            ]
+        )
+    header = [
+        "family",
+        "best peer PSNR",
+        "ours − best",
+        "best peer SSIM",
+        "ours − best",
+        "best peer depth (fitted)",
+        "ours depth (raw)",
+        "ours depth (fitted)",
+        "PSNR ≥ +0.5",
+        "SSIM ≥",
+        "depth ≤",
+        "target met",
+    ]
     return md_table(header, rows, "l" + "r" * 7 + "c" * 4), met_all
 
 
@@ -457,8 +486,17 @@ def real_table(reals):
             continue
         z, h, w = r.frames[:3]
         used = f"{r.used[2]}x{r.used[1]}" + (" (downscaled)" if r.used[1:3] != r.frames[1:3] else "")
-        rows.append([r.name, f"{z} x {w}x{h}", used, f"{r.seconds:.1f}", f"{r.speckle:.2%}", f"{r.coverage:.1%}",
-                     "≤ 1 %: " + ("yes" if r.speckle <= 0.01 else "no")])  # fmt: skip
+        rows.append(
+            [
+                r.name,
+                f"{z} x {w}x{h}",
+                used,
+                f"{r.seconds:.1f}",
+                f"{r.speckle:.2%}",
+                f"{r.coverage:.1%}",
+                "≤ 1 %: " + ("yes" if r.speckle <= 0.01 else "no"),
+            ]
+        )
     return md_table(["stack", "frames", "processed at", "ours (s)", "speckle", "depth given", "target"], rows)
 
 
@@ -466,10 +504,12 @@ def code_state():
     """The commit measured, and whether the engine had uncommitted changes (others edit the same checkout)."""
     root = HERE.parent
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=30).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True,
-                               text=True, timeout=30).stdout.strip()  # fmt: skip
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=root, capture_output=True, text=True, timeout=30
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "commit unknown"
     if not head:

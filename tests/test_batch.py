@@ -261,8 +261,10 @@ def test_temporaries_of_a_killed_run_are_removed_and_nothing_else(one_stack):
     stack, outdir = one_stack
     options = BatchOptions(radius=4, depth=True)
     outputs = stack_outputs(stack, outdir, options)
-    stale = [outputs.fused.with_name(f".{outputs.fused.name}.0a1b2c3d.tmp"),
-             outputs.manifest.with_name(f".{outputs.manifest.name}.ffffffff.tmp")]  # fmt: skip
+    stale = [
+        outputs.fused.with_name(f".{outputs.fused.name}.0a1b2c3d.tmp"),
+        outputs.manifest.with_name(f".{outputs.manifest.name}.ffffffff.tmp"),
+    ]
     kept = [outdir / ".notes.tmp", outdir / f".{outputs.fused.name}.not-ours.tmp", outdir / "other.0a1b2c3d.tmp"]
     for path in stale + kept:
         path.write_bytes(b"half a file")
@@ -354,8 +356,13 @@ def test_one_bad_stack_does_not_stop_the_batch(scans, tmp_path, capsys):
     assert "failed lonely: " in err and "only one frame" in err
     assert "Traceback" not in err
     assert sorted(p.name for p in outdir.iterdir()) == [
-        "field_1.json", "field_1.tif", "field_3.json", "field_3.tif", "field_4.json", "field_4.tif"
-    ]  # fmt: skip
+        "field_1.json",
+        "field_1.tif",
+        "field_3.json",
+        "field_3.tif",
+        "field_4.json",
+        "field_4.tif",
+    ]
 
 
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(scans, tmp_path, capsys, monkeypatch):
@@ -379,8 +386,13 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(scans, tmp_pa
     assert "field_3_depth.tif" in written
     # all or nothing: the interrupted stack left none of its files, not even a temporary
     assert sorted(p.name for p in outdir.iterdir()) == [
-        "field_1.json", "field_1.tif", "field_1_depth.tif", "field_2.json", "field_2.tif", "field_2_depth.tif"
-    ]  # fmt: skip
+        "field_1.json",
+        "field_1.tif",
+        "field_1_depth.tif",
+        "field_2.json",
+        "field_2.tif",
+        "field_2_depth.tif",
+    ]
     (outdir / "field_4.tif").write_bytes(b"a half-written file from some other program")
     before = {name: (outdir / name).stat().st_mtime_ns for name in ("field_1.tif", "field_2.json")}
 
@@ -519,8 +531,13 @@ def test_an_interrupted_first_stack_can_be_resumed(tmp_path, capsys, monkeypatch
     monkeypatch.setattr(writing, "image_writer", real_writer)
     assert main(["batch", str(tmp_path / "scans"), "-o", str(tmp_path / "out"), "--depth", "-q", "--resume"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
-        "a.json", "a.tif", "a_depth.tif", "b.json", "b.tif", "b_depth.tif",
-    ]  # fmt: skip
+        "a.json",
+        "a.tif",
+        "a_depth.tif",
+        "b.json",
+        "b.tif",
+        "b_depth.tif",
+    ]
 
 
 def test_earlier_results_inside_root_are_not_stacks(tmp_path, capsys):

@@ -272,9 +272,19 @@ def test_one_channel_or_depth_from_one_channel(tmp_path, hyperstack, capsys):
     np.testing.assert_array_equal(tifffile.imread(out), focus_stack(mirrored[1], align="none").fused)
     depth = tmp_path / "depth.tif"
     code, _ = run_cli(
-        capsys, str(path), "-o", str(tmp_path / "f.tif"), "--depth", str(depth), "--time", "0", "--depth-from", "0",
-        "--align", "none",
-    )  # fmt: skip
+        capsys,
+        str(path),
+        "-o",
+        str(tmp_path / "f.tif"),
+        "--depth",
+        str(depth),
+        "--time",
+        "0",
+        "--depth-from",
+        "0",
+        "--align",
+        "none",
+    )
     assert code == 0
     np.testing.assert_array_equal(tifffile.imread(depth), focus_stack(tifffile.imread(path)[0, 0], align="none").depth)
 

@@ -201,9 +201,13 @@ def write_ome_tiff(path, data, *, axes="TCZYX", unit="µm", sizes=(2.0, 0.25, 0.
     z, y, x = sizes
     metadata = {
         "axes": axes,
-        "PhysicalSizeZ": z, "PhysicalSizeY": y, "PhysicalSizeX": x,
-        "PhysicalSizeZUnit": unit, "PhysicalSizeYUnit": unit, "PhysicalSizeXUnit": unit,
-    }  # fmt: skip
+        "PhysicalSizeZ": z,
+        "PhysicalSizeY": y,
+        "PhysicalSizeX": x,
+        "PhysicalSizeZUnit": unit,
+        "PhysicalSizeYUnit": unit,
+        "PhysicalSizeXUnit": unit,
+    }
     if channels:
         metadata["Channel"] = {"Name": channels}
     tifffile.imwrite(path, data, ome=True, photometric="rgb" if axes.endswith("S") else None, metadata=metadata)
@@ -511,8 +515,10 @@ def test_batch_fuses_each_time_point_of_a_microscope_file_along_one_depth(tmp_pa
         tifffile.imwrite(frames / f"z{k}.tif", frame)
     stacks = batch.group_by_subfolder(root)
     assert [(s.name, s.time, len(s.paths)) for s in stacks] == [
-        ("plate1/B02", None, 4), ("plate1/cells_t000", 0, 1), ("plate1/cells_t001", 1, 1),
-    ]  # fmt: skip
+        ("plate1/B02", None, 4),
+        ("plate1/cells_t000", 0, 1),
+        ("plate1/cells_t001", 1, 1),
+    ]
     out = tmp_path / "out"
     assert main(["batch", str(root), "-o", str(out), "--depth", "--align", "none"]) == 0
     assert "3 stacks: 3 done" in capsys.readouterr().err

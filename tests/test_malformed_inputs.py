@@ -30,9 +30,12 @@ from napari_focus_stack.io import StackReadError, read_stack, save_image
 FORMATS = ("png", "jpg", "tif", "bmp", "webp")
 SHAPE = (40, 48)
 BOUNDED = settings(
-    max_examples=60, deadline=None, derandomize=True, database=None,
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)  # fmt: skip
+)
 
 
 def frames(n=3, dtype=np.uint8, seed=0):
@@ -60,8 +63,12 @@ def png_chunk(kind, data):
 def png_declaring(width, height):
     """A PNG whose header declares ``width`` x ``height`` px, with a few bytes of pixels."""
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header)
-            + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + png_chunk(b"IEND", b""))  # fmt: skip
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def tiff_declaring(path, width, height):
@@ -176,12 +183,16 @@ def test_corpus_absurd_dimension_tiff(tmp_path):
     [
         ("noise", np.random.default_rng(1).integers(0, 256, (4, *SHAPE), dtype=np.uint8)),
         ("16-bit noise", np.random.default_rng(2).integers(0, 65536, (3, *SHAPE, 3), dtype=np.uint16)),
-        ("float with NaN and Inf", np.where(np.random.default_rng(3).random((3, *SHAPE)) < 0.05, np.nan,
-                                              frames(3, np.float32)[..., 0])),
-        ("float with Inf", np.where(np.random.default_rng(4).random((3, *SHAPE)) < 0.05, -np.inf,
-                                    frames(3, np.float32)[..., 0])),
+        (
+            "float with NaN and Inf",
+            np.where(np.random.default_rng(3).random((3, *SHAPE)) < 0.05, np.nan, frames(3, np.float32)[..., 0]),
+        ),
+        (
+            "float with Inf",
+            np.where(np.random.default_rng(4).random((3, *SHAPE)) < 0.05, -np.inf, frames(3, np.float32)[..., 0]),
+        ),
     ],
-)  # fmt: skip
+)
 def test_corpus_stacks_that_are_read(tmp_path, name, stack):
     stack = stack.astype(np.float32) if stack.dtype.kind == "f" else stack
     path = tmp_path / "in" / "stack.tif"

@@ -287,12 +287,17 @@ def test_8_an_output_that_cannot_be_written_fails_before_computing(tmp_path, fra
     monkeypatch.setattr(pipeline, "run_pipeline", not_now)
     (tmp_path / "existing_folder.tif").mkdir()
     cases = [
-        (["-o", tmp_path / "existing_folder.tif"], f"cannot write the fused image {tmp_path / 'existing_folder.tif'}: it is a folder"),
+        (
+            ["-o", tmp_path / "existing_folder.tif"],
+            f"cannot write the fused image {tmp_path / 'existing_folder.tif'}: it is a folder",
+        ),
         (["-o", "/proc/x.tif"], "cannot write the fused image /proc/x.tif: the folder /proc does not accept new files"),
-        (["-o", tmp_path / "f.tif", "--depth", tmp_path / "existing_folder.tif"],
-         f"cannot write the depth map {tmp_path / 'existing_folder.tif'}: it is a folder"),
+        (
+            ["-o", tmp_path / "f.tif", "--depth", tmp_path / "existing_folder.tif"],
+            f"cannot write the depth map {tmp_path / 'existing_folder.tif'}: it is a folder",
+        ),
         (["-o", tmp_path / "f.tif", "--depth", tmp_path / "no" / "d.tif"], "cannot write the depth map: folder"),
-    ]  # fmt: skip
+    ]
     for args, message in cases:
         code, _, err = run_cli(capsys, frames_dir, *args)
         assert code == 2
@@ -339,8 +344,10 @@ def start_stalled(ready, stall_on, *cli_args):
     """Start the CLI in a child that stalls while writing ``stall_on``; return it once that write has begun."""
     process = subprocess.Popen(
         [sys.executable, "-c", SIGNALLED, str(ready), stall_on, *map(str, cli_args)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 60
     while not ready.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -393,16 +400,22 @@ def corrupt_png(path):
         (lambda folder: (folder / "z0.png").write_bytes(b""), "z0.png: empty file (0 bytes); move it out of the stack"),
         (lambda folder: (folder / "z0.png").write_bytes(b"\x89PNG\r\n\x1a\ngarbage"), "z0.png: not a readable image"),
         (lambda folder: (folder / "z0.jpg").write_bytes(b"\xff\xd8\xff\xe0garbage"), "z0.jpg: not a readable image"),
-        (lambda folder: (folder / "z0.tif").write_bytes(b"II*\0\0\0\0\0"), "z0.tif: not a readable TIFF (it holds no image pages)"),
+        (
+            lambda folder: (folder / "z0.tif").write_bytes(b"II*\0\0\0\0\0"),
+            "z0.tif: not a readable TIFF (it holds no image pages)",
+        ),
         (lambda folder: (folder / "z0.tif").write_bytes(b"II*\0garbage!"), "z0.tif: not a readable TIFF"),
-        (lambda folder: corrupt_png(folder / "z3.png"),
-         "z3.png: cannot decode image data (corrupt PNG: checksum error in its IDAT chunk)"),
-        (lambda folder: truncate(folder / "z3.png"),
-         "z3.png: cannot decode image data (truncated PNG: the file ends before its last chunk)"),
-        (lambda folder: truncate_bmp(folder),
-         "z0.bmp: cannot decode image data (truncated BMP: 4,635 of 9,270 bytes)"),
+        (
+            lambda folder: corrupt_png(folder / "z3.png"),
+            "z3.png: cannot decode image data (corrupt PNG: checksum error in its IDAT chunk)",
+        ),
+        (
+            lambda folder: truncate(folder / "z3.png"),
+            "z3.png: cannot decode image data (truncated PNG: the file ends before its last chunk)",
+        ),
+        (lambda folder: truncate_bmp(folder), "z0.bmp: cannot decode image data (truncated BMP: 4,635 of 9,270 bytes)"),
     ],
-)  # fmt: skip
+)
 def test_9_10_bad_files_give_one_line_naming_the_file(tmp_path, frames_dir, capfd, make, message):
     make(frames_dir)
     before = snapshot(frames_dir)

@@ -88,8 +88,9 @@ def focus_stack(
         When set, the run stops at the next frame with :class:`StackCancelled`.
     max_memory : int or str, optional
         Working-memory budget in bytes, or a size such as ``"2GB"`` (default:
-        half the free RAM, or 80 % of the free GPU memory). Larger images are
-        processed in overlapping tiles, with the same result.
+        half the free RAM, or 80 % of the free GPU memory, of which a GPU's
+        tiles are planned to 80 % as CuPy's pool keeps freed blocks). Larger
+        images are processed in overlapping tiles, with the same result.
     mark_unfocused : bool
         Return NaN as the depth of pixels with no usable focus signal in or
         around them (flat, textureless or dark areas), instead of a guess
@@ -130,9 +131,16 @@ def focus_stack(
         raise TypeError(f"progress must be a callable or None, got {type(progress).__name__}")
     if channel_axis is not None:
         return _focus_stack_channel_axis(
-            source, channel_axis, depth_from, params, progress=progress, mark_unfocused=mark_unfocused,
-            cancel=cancel, max_memory=max_memory, **overrides,
-        )  # fmt: skip
+            source,
+            channel_axis,
+            depth_from,
+            params,
+            progress=progress,
+            mark_unfocused=mark_unfocused,
+            cancel=cancel,
+            max_memory=max_memory,
+            **overrides,
+        )
     steps = iter_focus_stack(source, params, cancel=cancel, max_memory=max_memory, **overrides)
     result = drain(steps, progress)
     if mark_unfocused:

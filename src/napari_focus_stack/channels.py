@@ -30,9 +30,11 @@ from functools import partial
 import numpy as np
 
 from .engine.backend import get_backends
+from .engine.dtypes import full_scale
 from .engine.noise import frame_statistics
 from .engine.pipeline import aligned_like, drain, run_pipeline, run_refuse
 from .engine.result import Progress, StackParams, check_max_memory
+from .engine.steps import mapped
 from .io import FrameSequence, StackReadError, open_stack
 
 #: ``depth_from`` value: the focus of every channel combined.
@@ -81,10 +83,6 @@ def open_channels(channels):
     return stacks
 
 
-def _value_range(dtype):
-    return float(np.iinfo(dtype).max) if np.dtype(dtype).kind in "ui" else 1.0
-
-
 def channel_weights(stacks):
     """What each channel is multiplied by in the guide: one over its noise level.
 
@@ -93,7 +91,7 @@ def channel_weights(stacks):
     """
     weights = []
     for stack in stacks:
-        value_range = _value_range(stack.dtype)
+        value_range = full_scale(stack.dtype)
         middle = stack[len(stack) // 2]
         sigma = frame_statistics(middle, value_range)[0]
         if not np.isfinite(sigma):
@@ -166,12 +164,7 @@ def iter_focus_stack_channels(
 
 
 def _offset_progress(steps, offset, total):
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as done:
-            return done.value
-        yield Progress("fusing channels", offset + event.done, total)
+    return (yield from mapped(steps, lambda event: Progress("fusing channels", offset + event.done, total)))
 
 
 def focus_stack_channels(

@@ -189,8 +189,8 @@ def run(args):
 
     # One stack, one process: nearly every array is touched once, except in
     # the pyramid method, which makes fresh levels for every frame and so
-    # gains from reusing freed huge pages (12 MP CLI medians: 7.7 s with
-    # them, 10.8 s without; weighted and depthmap are faster without).
+    # gains from reusing freed huge pages; weighted and depthmap are faster
+    # without (benchmarks/RESULTS.md, "12 MP x 10").
     pages = small_pages() if args.method != "pyramid" else contextlib.nullcontext()
     with pages:
         return run_one(args)
@@ -386,9 +386,14 @@ def batch_options(args):
     from .batch import BatchOptions
 
     options = dict(
-        params=engine_params(args), format=args.format, depth=args.depth, confidence=args.confidence,
-        max_memory=args.max_memory, threads_per_stack=args.threads_per_stack, depth_from=args.depth_from,
-    )  # fmt: skip
+        params=engine_params(args),
+        format=args.format,
+        depth=args.depth,
+        confidence=args.confidence,
+        max_memory=args.max_memory,
+        threads_per_stack=args.threads_per_stack,
+        depth_from=args.depth_from,
+    )
     try:
         BatchOptions(**options)
     except ValueError as exc:
@@ -426,9 +431,14 @@ def group_stacks(args):
     grouping = grouping_of(args)
     try:
         found = find_stacks(
-            args.root, grouping, stack_size=args.stack_size, pattern=args.group, exclude=[args.output],
-            output=args.output, phrasing=_cli_phrasing(),
-        )  # fmt: skip
+            args.root,
+            grouping,
+            stack_size=args.stack_size,
+            pattern=args.group,
+            exclude=[args.output],
+            output=args.output,
+            phrasing=_cli_phrasing(),
+        )
     except NoStacksError as exc:
         report_skipped(exc.skipped, quiet=False)
         raise UsageError(str(exc)) from None
@@ -533,9 +543,14 @@ def run_batch(args):
     started = time.perf_counter()
     try:
         outcomes = stack_many(
-            stacks, outdir, workers=args.workers, scheduler=args.scheduler, resume=args.resume,
-            progress=report, **options,
-        )  # fmt: skip
+            stacks,
+            outdir,
+            workers=args.workers,
+            scheduler=args.scheduler,
+            resume=args.resume,
+            progress=report,
+            **options,
+        )
     except (DaskMissingError, ConnectionError, BatchPlanError, StackWriteError) as exc:
         raise UsageError(str(exc)) from None
     finally:

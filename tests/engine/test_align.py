@@ -239,8 +239,18 @@ def test_gains_from_reduced_frames_and_full_resolution_transforms():
 
 def test_warped_frame_matches_the_reference_where_covered():
     # No defocus change: every frame shows the reference's content, moved.
-    sim = simulate_stack(SHAPE, 5, texture="mixed", blur_per_slice=0, breathing=0.15, rotation=1.0,
-                         drift=4 * DRIFT, gain=0.1, rgb=True, seed=16)  # fmt: skip
+    sim = simulate_stack(
+        SHAPE,
+        5,
+        texture="mixed",
+        blur_per_slice=0,
+        breathing=0.15,
+        rotation=1.0,
+        drift=4 * DRIFT,
+        gain=0.1,
+        rgb=True,
+        seed=16,
+    )
     reference = sim.frames[2].astype(float)
     for k in (0, 4):
         warped = warp_frame(sim.frames[k], sim.transforms[k], SHAPE, sim.gains[k], interpolation="cubic")

@@ -136,8 +136,9 @@ def test_several_devices_share_the_tiles(sim):
 def test_aligned_tiles_equal_the_whole():
     # every pixel is resampled at the same float32 source position in any
     # tile (align.source_coordinates), so tiling an aligned stack changes nothing
-    sim = simulate_stack((300, 340), 6, texture="mixed", depth="slope", rgb=True, noise=0.01,
-                         drift=5, breathing=0.02, gain=0.05, seed=24)  # fmt: skip
+    sim = simulate_stack(
+        (300, 340), 6, texture="mixed", depth="slope", rgb=True, noise=0.01, drift=5, breathing=0.02, gain=0.05, seed=24
+    )
     whole = focus_stack(sim.frames, device="cpu")
     budget = int(working_bytes_per_pixel(3, 1, StackParams()) * 300 * 340 * 0.3)
     tiled = focus_stack(sim.frames, device="cpu", max_memory=budget)
@@ -153,8 +154,9 @@ def test_refusing_in_tiles_equals_one_pass_within_the_budget(scale_factor):
     from napari_focus_stack import fuse_from_depth
     from napari_focus_stack.engine.tiling import refuse_bytes_per_pixel
 
-    sim = simulate_stack((240, 280), 5, texture="mixed", depth="dome", rgb=True, noise=0.01,
-                         drift=4, breathing=0.02, seed=25)  # fmt: skip
+    sim = simulate_stack(
+        (240, 280), 5, texture="mixed", depth="dome", rgb=True, noise=0.01, drift=4, breathing=0.02, seed=25
+    )
     result = focus_stack(sim.frames, method="depthmap", scale_factor=scale_factor, device="cpu")
     depth = result.depth.copy()
     depth[: depth.shape[0] // 2] = 1.5  # an edit: half the image from between slices 1 and 2

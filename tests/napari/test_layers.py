@@ -40,9 +40,13 @@ def stack_run(data, z_axis=0, rgb=True, params=None, z_step_um=None, **view):
     """Stack ``data`` as the widget would a layer named "s" shown with ``view``."""
     layout = StackLayout(data.shape, z_axis, rgb)
     steps = iter_stack_layer(
-        data, layout, StackParams(**(params or {})),
-        source_name="s", input_view=view, z_step_um=z_step_um,
-    )  # fmt: skip
+        data,
+        layout,
+        StackParams(**(params or {})),
+        source_name="s",
+        input_view=view,
+        z_step_um=z_step_um,
+    )
     return drain(steps)
 
 

@@ -48,9 +48,12 @@ def test_imagej_tiff_gets_physical_scale(tmp_path, frames):
     path = tmp_path / "stack.tif"
     gray = frames[..., 1]
     tifffile.imwrite(
-        path, gray, imagej=True, resolution=(1 / 0.65, 1 / 0.65),
+        path,
+        gray,
+        imagej=True,
+        resolution=(1 / 0.65, 1 / 0.65),
         metadata={"spacing": 2.5, "unit": "um", "axes": "ZYX"},
-    )  # fmt: skip
+    )
     [(data, kwargs, _)] = reader.napari_get_reader(str(path))(str(path))
     assert data.shape == gray.shape and kwargs["name"] == "stack" and not kwargs["rgb"]
     np.testing.assert_allclose(kwargs["scale"], (2.5, 0.65, 0.65), rtol=1e-6)

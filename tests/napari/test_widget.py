@@ -39,9 +39,12 @@ def test_sample_data_run_with_defaults(make_napari_viewer):
     widget.run()
     names = [layer.name for layer in viewer.layers]
     assert names == [
-        "synthetic stack", "true depth",
-        "synthetic stack depth", "synthetic stack confidence", "synthetic stack fused",
-    ]  # fmt: skip
+        "synthetic stack",
+        "true depth",
+        "synthetic stack depth",
+        "synthetic stack confidence",
+        "synthetic stack fused",
+    ]
     fused, depth = viewer.layers["synthetic stack fused"], viewer.layers["synthetic stack depth"]
     assert fused.rgb and fused.data.dtype == np.uint8 and fused.data.shape == (512, 512, 3)
     assert depth.data.dtype == np.float32 and depth.contrast_limits == [0.0, 11.0]

@@ -73,12 +73,26 @@ class FocusStackBatchWidget(Container):
         self.status.native.setWordWrap(True)
         self.extend(
             [
-                self.input_folder, self.output_folder, self.grouping, self.stack_size, self.pattern,
-                self.preview_button, self.stack_list, self.radius, self.smoothing, self.scale_factor,
-                self.method, self.align, self.device, self.format, row(self.depth, self.confidence),
-                self.resume, row(self.run_button, self.cancel_button), self.status,
+                self.input_folder,
+                self.output_folder,
+                self.grouping,
+                self.stack_size,
+                self.pattern,
+                self.preview_button,
+                self.stack_list,
+                self.radius,
+                self.smoothing,
+                self.scale_factor,
+                self.method,
+                self.align,
+                self.device,
+                self.format,
+                row(self.depth, self.confidence),
+                self.resume,
+                row(self.run_button, self.cancel_button),
+                self.status,
             ]
-        )  # fmt: skip
+        )
         self.input_folder.changed.connect(self._on_input_changed)
         self.grouping.changed.connect(self._on_grouping_changed)
         self.preview_button.changed.connect(self.preview)
@@ -132,15 +146,25 @@ class FocusStackBatchWidget(Container):
             show_error(str(error))
             return
         plan = partial(
-            plan_batch, root, outdir, options, grouping=self.grouping.value, stack_size=self.stack_size.value,
-            pattern=self.pattern.value, resume=self.resume.value,
-        )  # fmt: skip
+            plan_batch,
+            root,
+            outdir,
+            options,
+            grouping=self.grouping.value,
+            stack_size=self.stack_size.value,
+            pattern=self.pattern.value,
+            resume=self.resume.value,
+        )
         self._set_busy(True)
         self.status.value = f"Finding stacks in {root}…"
         self.worker = start_worker(
-            plan, progress={"desc": "Finding stacks"}, on_returned=then, on_failed=self._plan_failed,
-            synchronous=self.synchronous, reported=(ValueError,),
-        )  # fmt: skip
+            plan,
+            progress={"desc": "Finding stacks"},
+            on_returned=then,
+            on_failed=self._plan_failed,
+            synchronous=self.synchronous,
+            reported=(ValueError,),
+        )
 
     def _plan_failed(self, error):
         """Say why there is nothing to run; anything but a mistake in the inputs is a bug, raised."""
@@ -160,9 +184,14 @@ class FocusStackBatchWidget(Container):
         self.stack_list.value = plan.describe()
         description = f"Focus stacking {len(plan.stacks)} stacks"
         self.worker = start_worker(
-            iter_batch, plan, self.cancel_event, progress={"total": len(plan.stacks), "desc": description},
-            on_yielded=self._record, on_finished=self._finish, synchronous=self.synchronous,
-        )  # fmt: skip
+            iter_batch,
+            plan,
+            self.cancel_event,
+            progress={"total": len(plan.stacks), "desc": description},
+            on_yielded=self._record,
+            on_finished=self._finish,
+            synchronous=self.synchronous,
+        )
 
     def _record(self, step):
         """Note one stack's outcome and show it in the status line."""

@@ -32,9 +32,13 @@ TOOLTIPS = {
 DEVICES = [("Auto", "auto"), ("CPU", "cpu"), ("GPU", "gpu")]
 #: Labels of the engine controls, by parameter.
 LABELS = {
-    "radius": "Radius (px)", "smoothing": "Smoothing", "scale_factor": "Scale factor",
-    "method": "Method", "align": "Alignment", "device": "Device",
-}  # fmt: skip
+    "radius": "Radius (px)",
+    "smoothing": "Smoothing",
+    "scale_factor": "Scale factor",
+    "method": "Method",
+    "align": "Alignment",
+    "device": "Device",
+}
 
 
 def spin_box(name, label):

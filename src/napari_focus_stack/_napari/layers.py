@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ..engine.dtypes import full_scale
 from .stacking import KEEP_DEPTH
 
 #: Key of the layer metadata holding the :class:`StackRun` a layer came from:
@@ -275,7 +276,7 @@ def display_rgb(image, contrast_limits=None) -> np.ndarray:
         lo, hi = contrast_limits if contrast_limits is not None else (image.min(), image.max())
         gray = (image.astype(np.float32) - lo) / max(float(hi - lo), 1e-12)
         return np.repeat(np.clip(gray, 0, 1)[..., None], 3, axis=-1)
-    full = np.iinfo(image.dtype).max if image.dtype.kind in "ui" else 1.0
+    full = full_scale(image.dtype)
     return np.clip(image[..., :3].astype(np.float32) / full, 0, 1)
 
 

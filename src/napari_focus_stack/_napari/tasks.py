@@ -83,9 +83,16 @@ class FrameTask:
 
         function, args, kwargs = self._call
         self.worker = start_worker(
-            _until_cancelled, function, *args, progress={"total": self._total, "desc": self._description},
-            on_returned=returned, on_failed=failed, on_finished=finished, synchronous=synchronous, **kwargs,
-        )  # fmt: skip
+            _until_cancelled,
+            function,
+            *args,
+            progress={"total": self._total, "desc": self._description},
+            on_returned=returned,
+            on_failed=failed,
+            on_finished=finished,
+            synchronous=synchronous,
+            **kwargs,
+        )
 
     def cancel(self):
         """Ask the work to stop; it does before its next frame."""
@@ -93,9 +100,18 @@ class FrameTask:
 
 
 def start_worker(
-    function, *args, on_returned=None, on_yielded=None, on_failed=None, on_finished=None, progress=None,
-    synchronous=False, reported=(), ignore_errors=False, **kwargs,
-):  # fmt: skip
+    function,
+    *args,
+    on_returned=None,
+    on_yielded=None,
+    on_failed=None,
+    on_finished=None,
+    progress=None,
+    synchronous=False,
+    reported=(),
+    ignore_errors=False,
+    **kwargs,
+):
     """Run ``function(*args, **kwargs)`` (a function or a generator function) in a napari worker thread.
 
     The callbacks run on the main thread: ``on_yielded(value)`` for each
@@ -113,9 +129,14 @@ def start_worker(
         return _run_here(function, args, kwargs, on_returned, on_yielded, on_failed, on_finished, progress, reported)
     connect = {"returned": on_returned, "yielded": on_yielded, "errored": on_failed, "finished": on_finished}
     worker = create_worker(
-        function, *args, _progress=progress, _start_thread=False, _ignore_errors=ignore_errors,
-        _connect={signal: callback for signal, callback in connect.items() if callback is not None}, **kwargs,
-    )  # fmt: skip
+        function,
+        *args,
+        _progress=progress,
+        _start_thread=False,
+        _ignore_errors=ignore_errors,
+        _connect={signal: callback for signal, callback in connect.items() if callback is not None},
+        **kwargs,
+    )
     worker.start()
     return worker
 

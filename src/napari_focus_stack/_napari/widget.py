@@ -176,15 +176,26 @@ class FocusStackWidget(Container):
         self.status.native.setWordWrap(True)
         self.extend(
             [
-                self.stack, self.z_axis, self.channels, self.channel_layers, self.depth_from,
-                self.z_step, self.radius, self.smoothing,
-                self.scale_factor, self.method, self.align, self.show_aligned, self.mark_unfocused,
-                self.min_confidence, self.device,
+                self.stack,
+                self.z_axis,
+                self.channels,
+                self.channel_layers,
+                self.depth_from,
+                self.z_step,
+                self.radius,
+                self.smoothing,
+                self.scale_factor,
+                self.method,
+                self.align,
+                self.show_aligned,
+                self.mark_unfocused,
+                self.min_confidence,
+                self.device,
                 row(self.run_button, self.cancel_button),
                 row(self.surface_button, self.edit_button, self.refuse_button),
                 self.status,
             ]
-        )  # fmt: skip
+        )
         self._connect_events()
         self._on_stack_changed()
         self._check_gpu()
@@ -377,10 +388,12 @@ class FocusStackWidget(Container):
     def _show_aligned(self, run):
         """Add the aligned frames as a layer; they are warped off the main thread."""
         start_worker(
-            layers.aligned_layer, run, on_returned=lambda layer_data: actions.add_or_replace(self.viewer, layer_data),
+            layers.aligned_layer,
+            run,
+            on_returned=lambda layer_data: actions.add_or_replace(self.viewer, layer_data),
             on_failed=lambda error: show_error(f"Could not show the aligned frames: {error}"),
             synchronous=self.synchronous,
-        )  # fmt: skip
+        )
 
     def _show_cancelled(self):
         self.status.value = "Cancelled: no layers changed."

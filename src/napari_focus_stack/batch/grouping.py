@@ -15,6 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..engine.dtypes import full_scale
 from ..io import IMAGE_EXTENSIONS, natural_sort_key, open_stack, split_into_stacks
 from .manifest import batch_outputs_reason
 
@@ -295,10 +296,10 @@ def group_by_sweeps(paths, *, min_jump=4.0, grid=16):
 
 def _frame_summary(frame, grid):
     """Zero-mean, unit-norm brightness and log-sharpness maps of ``grid`` x ``grid`` cells."""
-    full_scale = np.iinfo(frame.dtype).max if frame.dtype.kind == "u" else 1.0
+    scale = full_scale(frame.dtype)
     if frame.ndim == 3:
         frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-    gray = frame.astype(np.float32) / np.float32(full_scale)
+    gray = frame.astype(np.float32) / np.float32(scale)
     laplacian = cv2.Laplacian(gray, cv2.CV_32F, ksize=3)
     sharpness = np.log(cv2.resize(laplacian * laplacian, (grid, grid), interpolation=cv2.INTER_AREA) + 1e-8)
     brightness = cv2.resize(gray, (grid, grid), interpolation=cv2.INTER_AREA)

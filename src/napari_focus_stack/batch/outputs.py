@@ -62,9 +62,17 @@ class BatchOptions:
     threads_per_stack: int | None = None
 
     def __init__(
-        self, params=None, *, depth_from="all", format="tif", depth=False, confidence=False, max_memory=None,
-        threads_per_stack=None, **engine,
-    ):  # fmt: skip
+        self,
+        params=None,
+        *,
+        depth_from="all",
+        format="tif",
+        depth=False,
+        confidence=False,
+        max_memory=None,
+        threads_per_stack=None,
+        **engine,
+    ):
         put = partial(object.__setattr__, self)
         put("params", StackParams.of(params, **engine))  # raises ValueError for a parameter out of range
         put("max_memory", check_max_memory(max_memory))

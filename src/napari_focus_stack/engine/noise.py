@@ -19,6 +19,7 @@ import threading
 import cv2
 import numpy as np
 
+from .dtypes import full_scale
 from .luma import LUMA_WEIGHTS
 
 #: Noise energies added to each focus score before weighting. 3 gave the
@@ -126,7 +127,7 @@ class NoiseProbe:
         self._sigma, self._variance = {}, {}
         self._lock = threading.Lock()
         dtype = np.dtype(frames.dtype)
-        self._value_range = float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
+        self._value_range = full_scale(dtype)
 
     def __len__(self):
         return len(self.frames)

@@ -23,20 +23,15 @@ import numpy as np
 from .align import WarpJob
 from .align.policy import MIN_ALIGN_SIDE, align_frames, aligned_like, alignment_summary  # noqa: F401  (aligned_like: callers re-fuse through the pipeline)
 from .depth import REGULARISE_SIGMA, SliceSelector, fill_unsupported_depth, regularise_depth
-from .dtypes import to_dtype
+from .dtypes import full_scale, to_dtype
 from .focus import FocusMeasure, depth_sigma
 from .frames import CroppedFrames, device_warped, uncovered_mask
 from .fuse import FUSIONS, FrameStep, fuse_frames_at_depth
 from .noise import NoiseProbe
 from .result import StackCancelled, StackResult
 from .schedule import plan_within, relabel, run_tiles
+from .steps import drain  # noqa: F401  (callers drain runs through the pipeline)
 from .tiling import plan_refuse_tiles, plan_tiles, tile_bytes
-
-
-def value_range(dtype) -> float:
-    """Full-scale value of ``dtype``: 255 for uint8, 65535 for uint16, 1 for floats."""
-    dtype = np.dtype(dtype)
-    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
 
 
 def prepare_frame(raw, scale_factor, be):
@@ -116,7 +111,7 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None):
     selector = SliceSelector(be)
     measure = FocusMeasure(params.radius, params.smoothing, be)
     fusion = FUSIONS[params.method].for_image(be, out_shape)
-    to_unit = be.xp.float32(1.0 / value_range(frames.dtype))
+    to_unit = be.xp.float32(1.0 / full_scale(frames.dtype))
     stop = cancel.is_set if cancel is not None else (lambda: False)
     clock = time.perf_counter()
     gray_buffer = None  # one grey image for every frame: a fresh one per frame costs its page faults
@@ -169,17 +164,6 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None):
     outputs = be.to_host(fused), be.to_host(depth), be.to_host(confidence)
     timings["finish"] = timings.get("finish", 0.0) + time.perf_counter() - clock
     return outputs
-
-
-def drain(steps, on_event=None):
-    """Run generator ``steps`` to its end, passing what it yields to ``on_event``; return its value."""
-    while True:
-        try:
-            event = next(steps)
-        except StopIteration as done:
-            return done.value
-        if on_event is not None:
-            on_event(event)
 
 
 def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=None):

@@ -16,6 +16,7 @@ import numpy as np
 
 from .frames import CroppedFrames
 from .result import Progress
+from .steps import mapped
 from .tiling import MemoryBudgetError, format_bytes, plan_tiles, tile_bytes
 
 
@@ -46,12 +47,7 @@ class AnyOf:
 
 def relabel(steps, offset, total, stage="stacking"):
     """Re-yield frame indices from ``steps`` as overall Progress; return its value."""
-    while True:
-        try:
-            k = next(steps)
-        except StopIteration as done:
-            return done.value
-        yield Progress(stage, offset + k + 1, total)
+    return (yield from mapped(steps, lambda k: Progress(stage, offset + k + 1, total)))
 
 
 def output_arrays(frames, params):

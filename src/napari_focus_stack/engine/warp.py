@@ -14,7 +14,7 @@ import numpy as np
 
 #: Output pixels resampled at a time on the host: the coordinate maps of a
 #: band take 8 bytes per pixel (32 MiB); larger calls keep OpenCV's threads
-#: busier (one 12 MP remap: 0.11 s, in 64-row bands: 0.16 s).
+#: busier than narrow bands (benchmarks/RESULTS.md, host warping).
 HOST_WARP_BAND_PIXELS = 2**22
 
 

@@ -24,11 +24,21 @@ import numpy as np
 from PIL import Image
 
 from ..engine.align import reduction_factor
+from ..engine.dtypes import ceil_div
 
 _UNITS_IN_UM = {
-    "pm": 1e-6, "å": 1e-4, "nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0,
-    "micron": 1.0, "microns": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6,
-}  # fmt: skip
+    "pm": 1e-6,
+    "å": 1e-4,
+    "nm": 1e-3,
+    "um": 1.0,
+    "µm": 1.0,
+    "μm": 1.0,
+    "micron": 1.0,
+    "microns": 1.0,
+    "mm": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
+}
 
 
 class StackReadError(ValueError):
@@ -161,7 +171,7 @@ class FrameSequence:
         """
         height, width = self.shape[1:3]
         factor = reduction_factor((height, width), max_side)
-        size = (-(-width // factor), -(-height // factor))
+        size = (ceil_div(width, factor), ceil_div(height, factor))
         # A loader that can decode at a reduced size says so (JPEG: see raster.py).
         reduce = getattr(self._loaders[index], "reduced", None)
         if factor > 1 and reduce is not None:

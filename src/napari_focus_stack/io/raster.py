@@ -71,10 +71,13 @@ def _exif_orientation(exif_bytes):
 
 #: libjpeg's DCT scaling: decoding at 1/2, 1/4 or 1/8 size costs a fraction of a full decode.
 _REDUCED_FLAGS = {
-    (2, True): cv2.IMREAD_REDUCED_GRAYSCALE_2, (2, False): cv2.IMREAD_REDUCED_COLOR_2,
-    (4, True): cv2.IMREAD_REDUCED_GRAYSCALE_4, (4, False): cv2.IMREAD_REDUCED_COLOR_4,
-    (8, True): cv2.IMREAD_REDUCED_GRAYSCALE_8, (8, False): cv2.IMREAD_REDUCED_COLOR_8,
-}  # fmt: skip
+    (2, True): cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    (2, False): cv2.IMREAD_REDUCED_COLOR_2,
+    (4, True): cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    (4, False): cv2.IMREAD_REDUCED_COLOR_4,
+    (8, True): cv2.IMREAD_REDUCED_GRAYSCALE_8,
+    (8, False): cv2.IMREAD_REDUCED_COLOR_8,
+}
 
 
 #: OpenCV >= 4.11 can decode straight to RGB (JPEG: libjpeg-turbo writes RGB).

@@ -24,17 +24,43 @@ from .frames import StackReadError, _check_frame_pixels, _FileFrames, _import, _
 
 #: Camera RAW frames, decoded by LibRaw through rawpy (the [raw] extra).
 RAW_EXTENSIONS = frozenset(
-    {".3fr", ".arw", ".cr2", ".cr3", ".crw", ".dng", ".iiq", ".nef", ".nrw", ".orf", ".pef", ".raf",
-     ".rw2", ".rwl", ".srw"}
-)  # fmt: skip
+    {
+        ".3fr",
+        ".arw",
+        ".cr2",
+        ".cr3",
+        ".crw",
+        ".dng",
+        ".iiq",
+        ".nef",
+        ".nrw",
+        ".orf",
+        ".pef",
+        ".raf",
+        ".rw2",
+        ".rwl",
+        ".srw",
+    }
+)
 
 #: What a RAW file is called in messages, by extension (every one in RAW_EXTENSIONS).
 RAW_FORMAT_NAMES = {
-    ".3fr": "Hasselblad 3FR", ".arw": "Sony ARW", ".cr2": "Canon CR2", ".cr3": "Canon CR3",
-    ".crw": "Canon CRW", ".dng": "DNG", ".iiq": "Phase One IIQ", ".nef": "Nikon NEF",
-    ".nrw": "Nikon NRW", ".orf": "Olympus ORF", ".pef": "Pentax PEF", ".raf": "Fujifilm RAF",
-    ".rw2": "Panasonic RW2", ".rwl": "Leica RWL", ".srw": "Samsung SRW",
-}  # fmt: skip
+    ".3fr": "Hasselblad 3FR",
+    ".arw": "Sony ARW",
+    ".cr2": "Canon CR2",
+    ".cr3": "Canon CR3",
+    ".crw": "Canon CRW",
+    ".dng": "DNG",
+    ".iiq": "Phase One IIQ",
+    ".nef": "Nikon NEF",
+    ".nrw": "Nikon NRW",
+    ".orf": "Olympus ORF",
+    ".pef": "Pentax PEF",
+    ".raf": "Fujifilm RAF",
+    ".rw2": "Panasonic RW2",
+    ".rwl": "Leica RWL",
+    ".srw": "Samsung SRW",
+}
 
 
 #: LibRaw's processing: linear 16-bit RGB, camera white balance, the file's

@@ -8,6 +8,8 @@ requested dtype.
 import cv2
 import numpy as np
 
+from ..engine.dtypes import full_scale
+
 
 def _frame_transforms(shape, n_slices, reference, jitter, breathing, rotation, drift, rng):
     """``(Z, 3, 3)`` matrices from reference to frame pixel coordinates.
@@ -60,15 +62,9 @@ def _warp_to_frame(image, transform):
     return warped.reshape(image.shape)
 
 
-def _full_scale(dtype):
-    """Value of full brightness: 255 for uint8, 65535 for uint16, 1.0 for floats."""
-    dtype = np.dtype(dtype)
-    return float(np.iinfo(dtype).max) if dtype.kind in "ui" else 1.0
-
-
 def _quantise(image, dtype):
     """Clip a float32 [0, 1] image to that range, scale and round it to ``dtype``."""
-    full = _full_scale(dtype)
+    full = full_scale(dtype)
     scaled = np.multiply(image, np.float32(full))
     np.clip(scaled, 0, full, out=scaled)
     if np.dtype(dtype).kind == "f":

@@ -284,8 +284,12 @@ def ellipse_mask(shape, centre, axes, angle):
         canvas,
         (round((centre[0] + 0.5) * s), round((centre[1] + 0.5) * s)),
         (max(1, round(axes[0] * s)), max(1, round(axes[1] * s))),
-        float(angle), 0, 360, 1.0, thickness=-1,
-    )  # fmt: skip
+        float(angle),
+        0,
+        360,
+        1.0,
+        thickness=-1,
+    )
     return _coarse(canvas, shape)
 
 

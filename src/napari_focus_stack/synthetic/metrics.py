@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 from skimage import color, metrics, util
 
-from .camera import _full_scale
+from ..engine.dtypes import full_scale
 
 
 def _luminance(image):
@@ -116,7 +116,7 @@ def psnr(image, truth, data_range=None):
     48.13
     """
     truth = np.asarray(truth)
-    peak = _full_scale(truth.dtype) if data_range is None else float(data_range)
+    peak = full_scale(truth.dtype) if data_range is None else float(data_range)
     return float(metrics.peak_signal_noise_ratio(truth, np.asarray(image), data_range=peak))
 
 
@@ -138,7 +138,7 @@ def ssim(image, truth, data_range=None):
         metrics.structural_similarity(
             truth,
             np.asarray(image),
-            data_range=_full_scale(truth.dtype) if data_range is None else float(data_range),
+            data_range=full_scale(truth.dtype) if data_range is None else float(data_range),
             channel_axis=-1 if truth.ndim == 3 else None,
         )
     )

@@ -9,6 +9,8 @@ import cv2
 import numpy as np
 from skimage import data, transform, util
 
+from ..engine.dtypes import ceil_div
+
 
 def _check_shape(shape):
     shape = tuple(int(n) for n in shape)
@@ -35,7 +37,7 @@ def _octave_noise(shape, rng, octaves):
     field = np.zeros(shape, dtype=np.float32)
     for octave in octaves:
         factor = 2**octave
-        small_shape = (-(-height // factor) + 2, -(-width // factor) + 2)
+        small_shape = (ceil_div(height, factor) + 2, ceil_div(width, factor) + 2)
         small = _gaussian_blur(rng.standard_normal(small_shape, dtype=np.float32), 0.8)
         size = (small_shape[1] * factor, small_shape[0] * factor)
         large = small if factor == 1 else cv2.resize(small, size, interpolation=cv2.INTER_CUBIC)

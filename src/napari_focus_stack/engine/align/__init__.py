@@ -51,9 +51,24 @@ from .images import REGISTRATION_MAX_SIDE, reduction_factor, registration_image
 from .pairwise import estimate_pair
 
 __all__ = [
-    "ALIGN_MODES", "ALIGN_THREADS", "GAIN_MAX_SIDE", "HOST_WARP_BAND_PIXELS", "REGISTRATION_MAX_SIDE",
-    "AlignedFrames", "AlignmentResult", "WarpJob",
-    "coverage_mask", "estimate_gains", "estimate_pair", "estimate_transforms", "in_parallel",
-    "outside_frame", "reduction_factor", "registration_image", "rescale_transforms", "shrink",
-    "source_coordinates", "warp_frame",
-]  # fmt: skip
+    "ALIGN_MODES",
+    "ALIGN_THREADS",
+    "GAIN_MAX_SIDE",
+    "HOST_WARP_BAND_PIXELS",
+    "REGISTRATION_MAX_SIDE",
+    "AlignedFrames",
+    "AlignmentResult",
+    "WarpJob",
+    "coverage_mask",
+    "estimate_gains",
+    "estimate_pair",
+    "estimate_transforms",
+    "in_parallel",
+    "outside_frame",
+    "reduction_factor",
+    "registration_image",
+    "rescale_transforms",
+    "shrink",
+    "source_coordinates",
+    "warp_frame",
+]

@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 
+from ..dtypes import ceil_div, full_scale
 from ..warp import coverage_mask, rescale_transforms, warp_frame
 from .images import reduction_factor
 
@@ -92,7 +93,7 @@ def shrink(image, max_side):
     factor = reduction_factor(image.shape, max_side)
     if factor == 1:
         return image
-    size = (-(-image.shape[1] // factor), -(-image.shape[0] // factor))
+    size = (ceil_div(image.shape[1], factor), ceil_div(image.shape[0], factor))
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA).reshape(size[::-1] + image.shape[2:])
 
 
@@ -104,11 +105,11 @@ def _exposure_image(image):
     """
     image = np.asarray(image)
     factor = reduction_factor(image.shape, GAIN_MAX_SIDE)
-    size = (-(-image.shape[1] // factor), -(-image.shape[0] // factor))
+    size = (ceil_div(image.shape[1], factor), ceil_div(image.shape[0], factor))
     channels = 1 if image.ndim == 2 else image.shape[2]
     values = cv2.resize(image.astype(np.float32), size, interpolation=cv2.INTER_AREA)
     if image.dtype.kind in "ui":
-        limit = 0.98 * np.iinfo(image.dtype).max
+        limit = 0.98 * full_scale(image.dtype)
         clipped = cv2.inRange(image, (0,) * channels, (limit,) * channels) == 0
     else:
         clipped = np.zeros(image.shape[:2], dtype=bool)

@@ -46,9 +46,14 @@ class AlignedFrames:
         # bicubic: bilinear resampling costs ~1.8 dB of fused PSNR on a moving
         # simulated stack, bicubic under 0.1 dB (tests/engine/test_pipeline.py)
         frame = warp_frame(
-            frame, self.transforms[k], self.shape[1:], self.gains[k], self.offsets[k],
-            interpolation="cubic", region=region,
-        )  # fmt: skip
+            frame,
+            self.transforms[k],
+            self.shape[1:],
+            self.gains[k],
+            self.offsets[k],
+            interpolation="cubic",
+            region=region,
+        )
         self.warp_seconds += time.perf_counter() - started
         return frame
 

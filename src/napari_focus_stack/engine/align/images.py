@@ -5,6 +5,7 @@ import math
 import cv2
 import numpy as np
 
+from ..dtypes import ceil_div
 from ..luma import LUMA_WEIGHTS
 
 #: Long side (px) of the images transforms are estimated on. About a
@@ -52,7 +53,7 @@ def registration_image(frame, max_side=REGISTRATION_MAX_SIDE):
     gray = _luminance(frame)
     factor = reduction_factor(gray.shape, max_side)
     if factor > 1:
-        size = (-(-gray.shape[1] // factor), -(-gray.shape[0] // factor))
+        size = (ceil_div(gray.shape[1], factor), ceil_div(gray.shape[0], factor))
         gray = cv2.resize(gray, size, interpolation=cv2.INTER_AREA)
     band = _blur(gray, _FINE_SIGMA) - _wide_blur(gray, _coarse_sigma(gray.shape))
     rms = float(np.sqrt(np.mean(np.square(band, dtype=np.float64))))
@@ -73,7 +74,7 @@ def _luminance(frame):
 def reduction_factor(shape, max_side):
     """Smallest power of two that brings the long side of ``shape`` to ``max_side`` or less."""
     factor = 1
-    while -(-max(shape[:2]) // factor) > max_side:
+    while ceil_div(max(shape[:2]), factor) > max_side:
         factor *= 2
     return factor
 
@@ -99,7 +100,7 @@ def _wide_blur(image, sigma):
     if factor == 1:
         return _blur(image, sigma)
     height, width = image.shape
-    small_size = (-(-width // factor), -(-height // factor))
+    small_size = (ceil_div(width, factor), ceil_div(height, factor))
     small = cv2.resize(image, small_size, interpolation=cv2.INTER_AREA)
     return cv2.resize(_blur(small, sigma / factor), (width, height), interpolation=cv2.INTER_LINEAR)
 

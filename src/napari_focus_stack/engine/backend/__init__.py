@@ -28,10 +28,19 @@ from .memory import _hugepage_switch, host_available_memory, small_pages  # noqa
 from .opencv import OpenCVBackend
 
 __all__ = [
-    "CupyBackend", "DeviceUnavailableError", "NdimageBackend", "OpenCVBackend",
-    "box_kernel", "gaussian_kernel", "get_backend", "get_backends", "gpu_count", "gpu_status",
-    "host_available_memory", "small_pages",
-]  # fmt: skip
+    "CupyBackend",
+    "DeviceUnavailableError",
+    "NdimageBackend",
+    "OpenCVBackend",
+    "box_kernel",
+    "gaussian_kernel",
+    "get_backend",
+    "get_backends",
+    "gpu_count",
+    "gpu_status",
+    "host_available_memory",
+    "small_pages",
+]
 
 
 def get_backend(device="auto"):

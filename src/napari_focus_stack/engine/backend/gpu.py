@@ -13,6 +13,9 @@ import numpy as np
 from . import kernels
 from .base import NdimageBackend
 
+#: Share of the free device memory that is a GPU run's default working-memory budget.
+DEFAULT_BUDGET_SHARE = 0.8
+
 
 class DeviceUnavailableError(RuntimeError):
     """A GPU was asked for but cannot be used; the message says how to fix it."""
@@ -84,10 +87,11 @@ class CupyBackend(NdimageBackend):
     band_pixels = 2**21
     warp_band_pixels = 2**21
     frames_in_budget = False
-    #: CuPy's pool keeps freed blocks for reuse, split and binned by size: on
-    #: an H200 a 100 MP run planned to 2 GiB held 2.32 GiB (gpu_check,
-    #: 2026-11-27), so tiles are planned to 80 % and the pool is emptied
-    #: between tiles.
+    #: CuPy's pool keeps freed blocks for reuse, split and binned by size, so
+    #: a run holds more than its tiles were planned for (benchmarks/RESULTS.md,
+    #: GPU): tiles are planned to this share of the budget and the pool is
+    #: emptied between tiles. With the default budget (:data:`DEFAULT_BUDGET_SHARE`
+    #: of the free memory) tiles plan for 64 % of the free device memory.
     budget_share = 0.8
 
     def device(self):
@@ -95,9 +99,9 @@ class CupyBackend(NdimageBackend):
         return self.xp.cuda.Device(self.index)
 
     #: Frames are copied into page-locked host memory on the read-ahead
-    #: thread (:meth:`stage`): a 12 MP frame then goes up in 0.7 ms instead
-    #: of 4-7 ms from ordinary memory, on the thread that feeds the GPU
-    #: (gpu_check, H100 and H200, 2026-11-27).
+    #: thread (:meth:`stage`): uploads from it are several times faster than
+    #: from ordinary memory, on the thread that feeds the GPU
+    #: (benchmarks/RESULTS.md, GPU).
     stages_in_pinned_memory = True
 
     def stage(self, array, slot, buffers):
@@ -154,10 +158,23 @@ class CupyBackend(NdimageBackend):
         m = np.asarray(transform, dtype=np.float64)[:2].astype(np.float32)
         f32, i64 = np.float32, np.int64
         kernel(
-            image, f32(m[0, 0]), f32(m[0, 1]), f32(m[0, 2]), f32(m[1, 0]), f32(m[1, 1]), f32(m[1, 2]),
-            f32(origin[0]), f32(origin[1]), i64(rows.start), i64(cols.start), i64(out_cols),
-            i64(height), i64(width), i64(channels), out,
-        )  # fmt: skip
+            image,
+            f32(m[0, 0]),
+            f32(m[0, 1]),
+            f32(m[0, 2]),
+            f32(m[1, 0]),
+            f32(m[1, 1]),
+            f32(m[1, 2]),
+            f32(origin[0]),
+            f32(origin[1]),
+            i64(rows.start),
+            i64(cols.start),
+            i64(out_cols),
+            i64(height),
+            i64(width),
+            i64(channels),
+            out,
+        )
         return out
 
     def synchronize(self):
@@ -173,5 +190,8 @@ class CupyBackend(NdimageBackend):
             self.xp.get_default_memory_pool().free_all_blocks()
 
     def default_budget(self):
-        """80 % of the free device memory (the GPU is not shared with the desktop's RAM)."""
-        return int(self.available_memory() * 0.8)
+        """:data:`DEFAULT_BUDGET_SHARE` of the free device memory (the GPU is not shared with the desktop's RAM).
+
+        Tiles are planned to :attr:`budget_share` of it (CuPy's pool keeps the rest).
+        """
+        return int(self.available_memory() * DEFAULT_BUDGET_SHARE)

@@ -49,7 +49,7 @@ class OpenCVBackend(NdimageBackend):
         list(self._pool.map(function, [slice(s, s + rows) for s in range(0, height, rows)]))
 
     def copy_where(self, dst, src, mask):
-        # NumPy's broadcast masked copy is ~40x slower than OpenCV's on RGB.
+        # NumPy's broadcast masked copy is far slower than OpenCV's on RGB.
         if dst.ndim == 3 and dst.shape[2] <= 4 and dst.flags.c_contiguous and src.flags.c_contiguous:
             self._cv2.copyTo(src, mask.view(np.uint8), dst)
         else:

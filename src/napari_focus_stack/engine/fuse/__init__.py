@@ -31,8 +31,23 @@ from .weighted import MAX_SCORE_RATIO, TINY_SCORE, WEIGHTED_LEVELS, WeightedFusi
 FUSIONS = {fusion.method: fusion for fusion in (WeightedFusion, DepthMapFusion, PyramidFusion)}
 
 __all__ = [
-    "FUSIONS", "HANDOVER_START", "MAX_PYRAMID_LEVELS", "MAX_SCORE_RATIO", "TINY_SCORE", "WEIGHTED_LEVELS",
-    "DepthMapFusion", "FrameStep", "Fusion", "PyramidFusion", "WeightedFusion", "fuse_frames_at_depth",
-    "neighbour_weight", "pyramid_levels", "pyramid_reach", "slice_pair_weights", "to_dtype", "weighted_pair",
+    "FUSIONS",
+    "HANDOVER_START",
+    "MAX_PYRAMID_LEVELS",
+    "MAX_SCORE_RATIO",
+    "TINY_SCORE",
+    "WEIGHTED_LEVELS",
+    "DepthMapFusion",
+    "FrameStep",
+    "Fusion",
+    "PyramidFusion",
+    "WeightedFusion",
+    "fuse_frames_at_depth",
+    "neighbour_weight",
+    "pyramid_levels",
+    "pyramid_reach",
+    "slice_pair_weights",
+    "to_dtype",
+    "weighted_pair",
     "weighted_reach",
-]  # fmt: skip
+]
