@@ -8,6 +8,7 @@ from napari.layers import Surface
 
 from napari_focus_stack import focus_stack, focus_stack_channels
 from napari_focus_stack._napari import layers
+from napari_focus_stack._napari.actions import run_of
 from napari_focus_stack._napari.stacking import StackLayout, expected_steps, iter_stack_layer
 from napari_focus_stack._napari.widget import FocusStackWidget
 from napari_focus_stack.engine.result import StackParams
@@ -80,7 +81,7 @@ def test_labelled_channel_axis_is_fused_along_one_depth(make_napari_viewer, two_
     assert fused.shape == (2, 2, 1, 64, 80) and depth.shape == confidence.shape == (2, 1, 1, 64, 80)
     expected = focus_stack_channels([stack[::-1] for stack in two_channels], align="none", device="cpu")
     np.testing.assert_array_equal(fused[1, :, 0], expected.fused)
-    np.testing.assert_array_equal(viewer.layers["cells depth"].metadata[layers.RUN_KEY].depth[1, 0, 0], expected.depth)
+    np.testing.assert_array_equal(run_of(viewer.layers["cells depth"]).depth[1, 0, 0], expected.depth)
     assert tuple(viewer.layers["cells depth"].axis_labels) == ("t", "c", "z", "y", "x")
 
 
@@ -90,7 +91,7 @@ def test_depth_from_one_channel_in_the_widget(make_napari_viewer, two_channels):
     widget = docked(viewer)
     widget.depth_from.value = 0
     widget.run()
-    run = viewer.layers["cells depth"].metadata[layers.RUN_KEY]
+    run = run_of(viewer.layers["cells depth"])
     assert run.depth.shape == (64, 80)  # the leading channel and z axes collapse away
     np.testing.assert_array_equal(run.depth, focus_stack(two_channels[0], align="none", device="cpu").depth)
     assert viewer.layers["cells fused"].data.shape == (2, 1, 64, 80)
@@ -113,7 +114,7 @@ def test_a_set_of_channel_layers_gives_one_depth_and_a_fused_layer_per_channel(m
         assert layer.data.shape == (1, 64, 80) and layer.colormap.name == ("cyan", "magenta")[c]
         np.testing.assert_array_equal(layer.data[0], expected.fused[c])
     assert "actin depth" not in viewer.layers
-    np.testing.assert_array_equal(viewer.layers["nuclei depth"].metadata[layers.RUN_KEY].depth, expected.depth)
+    np.testing.assert_array_equal(run_of(viewer.layers["nuclei depth"]).depth, expected.depth)
     widget.edit_depth()
     edits = viewer.layers["nuclei depth edits"]
     assert edits.data.shape == (64, 80)
@@ -138,7 +139,7 @@ def test_unfocused_depth_is_hidden_by_default_and_kept_underneath(make_napari_vi
     assert widget.mark_unfocused.value and widget.min_confidence.value == pytest.approx(0.1)
     widget.run()
     shown = viewer.layers["half depth"].data
-    run = viewer.layers["half depth"].metadata[layers.RUN_KEY]
+    run = run_of(viewer.layers["half depth"])
     assert np.isnan(shown[:, 84:]).all() and np.isfinite(shown[:, :36]).all()
     assert np.isfinite(run.depth).all()  # the raw values stay, for retouching and saving
     expected = focus_stack(frames, align="none", device="cpu", mark_unfocused=True).depth

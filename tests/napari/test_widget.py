@@ -8,7 +8,7 @@ from napari.layers import Labels, Surface
 
 from napari_focus_stack import focus_stack, fuse_from_depth, simulate_stack
 from napari_focus_stack._napari.controls import gpu_item
-from napari_focus_stack._napari.layers import RUN_KEY
+from napari_focus_stack._napari.actions import run_of
 from napari_focus_stack._napari.widget import FocusStackWidget
 from napari_focus_stack.engine.result import DEFAULTS
 
@@ -128,7 +128,7 @@ def test_retouch_round_trip(make_napari_viewer, small):
     widget = docked_widget(viewer)
     widget.run()
     before = viewer.layers["moss fused"].data.copy()
-    run = viewer.layers["moss depth"].metadata[RUN_KEY]
+    run = run_of(viewer.layers["moss depth"])
     viewer.dims.set_current_step(0, 5)
     widget.edit_depth()
     edits = viewer.layers["moss depth edits"]
@@ -182,7 +182,7 @@ def test_layers_menu_commands_work_on_the_selected_result(make_napari_viewer, qt
     assert isinstance(edits, Labels) and viewer.dims.ndisplay == 2
     fused = viewer.layers["moss fused"]
     before = fused.data.copy()
-    depth = fused.metadata[RUN_KEY].depth[:20, :20]  # in frames
+    depth = run_of(fused).depth[:20, :20]  # in frames
     edits.data[:20, :20] = 1 if depth.mean() > 2.5 else 6  # a frame far from the computed one
     commands.execute_command(f"{PLUGIN}.refuse")  # in a worker thread
     qtbot.waitUntil(lambda: "retouched" in fused.metadata["focus_stack"], timeout=10_000)
@@ -258,7 +258,7 @@ def test_aligned_frames_layer_and_alignment_in_metadata(make_napari_viewer):
     assert aligned.data.shape == moving.shape and aligned.data.dtype == np.uint8
     np.testing.assert_array_equal(aligned.data[3], moving[3])  # the reference frame stays put
     assert not np.array_equal(aligned.data[0], moving[0])
-    run = viewer.layers["rail fused"].metadata[RUN_KEY]
+    run = run_of(viewer.layers["rail fused"])
     assert run.alignments[0][1]["mode"] == "similarity" and run.alignments[0][1]["failed"] == []
 
 
@@ -292,6 +292,32 @@ def test_mark_unfocused_shows_nan_depth_and_keeps_retouching(make_napari_viewer)
     widget.run()
     depth = viewer.layers["s depth"]
     assert np.isnan(depth.data[:, 130:]).all() and np.isfinite(depth.data[:, :80]).all()
-    run = depth.metadata[RUN_KEY]
+    run = run_of(depth)
     assert np.isfinite(run.depth).all()  # retouching works on the full depth map
     assert depth.metadata["focus_stack"]["mark_unfocused"] is True
+
+
+def test_result_metadata_is_plain_json_and_the_run_lives_with_its_layers(make_napari_viewer, small):
+    import gc
+    import json
+
+    from napari_focus_stack._napari import actions
+
+    viewer = make_napari_viewer()
+    viewer.add_image(small, rgb=True, name="moss")
+    widget = docked_widget(viewer)
+    widget.run()
+    names = ["moss fused", "moss depth", "moss confidence"]
+    run = run_of(viewer.layers["moss depth"])
+    assert run is not None and all(run_of(viewer.layers[name]) is run for name in names)
+    for name in names:
+        metadata = viewer.layers[name].metadata
+        assert json.loads(json.dumps(metadata)) == metadata  # what a writer may save: plain facts only
+        assert metadata["focus_stack"]["source_layer"] == "moss"
+    widget.edit_depth()
+    assert run_of(viewer.layers["moss depth edits"]) is run
+    for name in [*names, "moss depth edits"]:
+        viewer.layers.remove(name)
+    del run
+    gc.collect()
+    assert not any(r.source_name == "moss" for r in actions._RUNS.values())  # freed with its last layer

@@ -1,9 +1,11 @@
 """What the widget's buttons and the Layers-menu commands do to a viewer.
 
-A result layer carries the :class:`StackRun` it came from in its metadata
-(``layer.metadata["focus_stack_run"]``), so the 3D surface, depth edits and
-re-fusing work from any result layer, with or without the widget open, and
-re-fusing still has the input frames if the input layer was deleted.
+Every result layer knows the :class:`StackRun` it came from (:func:`run_of`:
+a registry held by the layers themselves, so a run lives as long as one of
+its layers; the layer metadata keeps only plain facts), so the 3D surface,
+depth edits and re-fusing work from any result layer, with or without the
+widget open, and re-fusing still has the input frames if the input layer was
+deleted.
 
 Results replace earlier layers of the same name, at the same place in the
 layer list and with the same visibility.
@@ -20,9 +22,18 @@ from .stacking import iter_refuse, planes_with_edits
 from .tasks import FrameTask
 
 
+#: The :class:`StackRun` each result layer was made from, held as long as the layer lives.
+_RUNS = weakref.WeakKeyDictionary()
+
+
 def run_of(layer):
     """The :class:`StackRun` a layer was made from, or None."""
-    return None if layer is None else layer.metadata.get(layers.RUN_KEY)
+    return None if layer is None else _RUNS.get(layer)
+
+
+def set_run(layer, run):
+    """Remember that ``layer`` belongs to ``run`` (for the 3D surface, depth edits and re-fusing)."""
+    _RUNS[layer] = run
 
 
 def find_run(viewer, source_name):
@@ -38,6 +49,9 @@ def add_or_replace(viewer, layer_data):
     """Add a layer from ``(data, kwargs, type)``, replacing one of the same name."""
     data, kwargs, layer_type = layer_data
     new = Layer.create(data, kwargs, layer_type)
+    run = new.metadata.pop(layers.RUN_KEY, None)  # the metadata stays plain facts
+    if run is not None:
+        set_run(new, run)
     name = kwargs["name"]
     if name in viewer.layers:
         old = viewer.layers[name]
@@ -56,7 +70,7 @@ def show_results(viewer, run):
         add_or_replace(viewer, layer_data)
     edits_name = layers.layer_name(run.source_name, "depth edits")
     if edits_name in viewer.layers and viewer.layers[edits_name].data.shape == run.depth.shape:
-        viewer.layers[edits_name].metadata[layers.RUN_KEY] = run
+        set_run(viewer.layers[edits_name], run)
 
 
 def show_depth_surface(viewer, run):
@@ -90,7 +104,7 @@ def edit_depth(viewer, run):
     existing = viewer.layers[name] if name in viewer.layers else None  # noqa: SIM401  (a LayerList has no get)
     if existing is not None and existing.data.shape == run.depth.shape:
         labels = existing
-        labels.metadata[layers.RUN_KEY] = run
+        set_run(labels, run)
     else:
         labels = add_or_replace(viewer, layers.edits_layer(run))
         _follow_z_slider(viewer, run, labels)

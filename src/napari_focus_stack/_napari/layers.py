@@ -16,16 +16,11 @@ import numpy as np
 from ..engine.dtypes import full_scale
 from .stacking import KEEP_DEPTH
 
-#: Key of the layer metadata holding the :class:`StackRun` a layer came from:
-#: the one live object in a result layer's metadata, on purpose. Retouching
-#: needs the run (input frames, per-stack alignment, results) from any result
-#: layer, with or without the widget, even once the input layer is gone, so
-#: the run must live exactly as long as its layers. A registry keyed by an id
-#: in the metadata would hold runs either strongly (never freed when their
-#: layers go, and each holds full-size arrays) or weakly (freed at once:
-#: nothing else holds them). What a writer may serialise is under
-#: :data:`PROVENANCE_KEY`, plain JSON-friendly facts (this plugin has no writer
-#: that would serialise RUN_KEY).
+#: Key under which a layer data tuple carries its :class:`StackRun` to where
+#: the layer is made. The layer itself does not keep it in its metadata, which
+#: stays plain JSON-friendly facts (:data:`PROVENANCE_KEY`): ``actions`` moves
+#: the run into a registry held by the layer object (weakly keyed), so a run
+#: lives exactly as long as its layers and retouching finds it from any of them.
 RUN_KEY = "focus_stack_run"
 #: Key of the layer metadata holding the run's parameters (JSON-friendly).
 PROVENANCE_KEY = "focus_stack"
