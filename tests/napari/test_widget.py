@@ -7,8 +7,8 @@ import pytest
 from napari.layers import Labels, Surface
 
 from napari_focus_stack import focus_stack, fuse_from_depth, simulate_stack
-from napari_focus_stack._napari.controls import gpu_item
 from napari_focus_stack._napari.actions import run_of
+from napari_focus_stack._napari.controls import gpu_item
 from napari_focus_stack._napari.widget import FocusStackWidget
 from napari_focus_stack.engine.result import DEFAULTS
 

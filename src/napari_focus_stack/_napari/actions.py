@@ -21,7 +21,6 @@ from . import layers
 from .stacking import iter_refuse, planes_with_edits
 from .tasks import FrameTask
 
-
 #: The :class:`StackRun` each result layer was made from, held as long as the layer lives.
 _RUNS = weakref.WeakKeyDictionary()
 
