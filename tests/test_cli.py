@@ -196,7 +196,7 @@ def test_unknown_align_mode(tmp_path, frames_dir, capsys):
 
 def test_one_stack_runs_on_small_pages_and_restores_numpys_setting(tmp_path, frames_dir, monkeypatch):
     # a one-shot run touches every array for the first time: NumPy's huge
-    # pages cost more there than they save (engine/backend.py, small_pages)
+    # pages cost more there than they save (engine/backend/memory.py, small_pages)
     from napari_focus_stack.engine import backend, pipeline
 
     switch = backend._hugepage_switch()

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 METHODS = ("weighted", "depthmap", "pyramid")
-#: Motion models for alignment (engine/align.py), "none" to skip it.
+#: Motion models for alignment (engine/align/), "none" to skip it.
 ALIGN_MODES = ("similarity", "affine", "translation", "none")
 DEVICES = ("auto", "cpu", "gpu")
 
