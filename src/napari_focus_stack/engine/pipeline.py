@@ -85,7 +85,7 @@ def finish_in_bands(selector, fuse_rows, dtype, be, floor=0.0):
     depth = xp.empty(shape, dtype=xp.float32)
     confidence = xp.empty(shape, dtype=xp.float32)
     fused = None
-    step = be.rows_per_band(shape[1], band_rows(shape[0]))
+    step = be.memory.rows_per_band(shape[1], band_rows(shape[0]))
     for start in range(0, shape[0], step):
         rows = slice(start, start + step)
         depth[rows], confidence[rows] = selector.finish(rows, floor)
@@ -191,11 +191,7 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
     out_shape = (frames.shape[1] * s, frames.shape[2] * s)
     budget = max_memory or backends[0].default_budget()
     device_warp = alignment is not None and backends[0].warps_on_device
-    plan = {
-        "frames_in_budget": backends[0].frames_in_budget,
-        "band_pixels": backends[0].reserved_band_pixels(device_warp),
-        "device_warp": device_warp,
-    }
+    plan = backends[0].memory.tile_plan(device_warp)
     if len(backends) > 1:  # one stack on several devices: at least a tile for each
         whole = plan_tiles(frames.shape[1:3], params, 2**62, channels, frames.dtype.itemsize, **plan)
         one_pass = tile_bytes(whole, params, channels, frames.dtype.itemsize, **plan)
@@ -251,10 +247,10 @@ def run_refuse(frames, depth, scale_factor, be, *, cancel=None, max_memory=None)
             usable,
             channels,
             frames.dtype.itemsize,
-            frames_in_budget=be.frames_in_budget,
+            frames_in_budget=be.memory.frames_in_budget,
         ),
         max_memory or be.default_budget(),
-        be.budget_share,
+        be.memory.budget_share,
     )
     fused = None
     with be.device():

@@ -143,7 +143,7 @@ def run_tiles(run_tile, frames, params, backends, budget, plan, cancel, timings)
         tiles = plan_within(
             lambda usable: plan_tiles(frames.shape[1:3], params, usable, channels, frames.dtype.itemsize, **plan),
             budget,
-            backends[0].budget_share,
+            backends[0].memory.budget_share,
         )
         try:
             if len(backends) == 1:

@@ -24,7 +24,7 @@ checks that it can run kernels) with its CUDA source in :mod:`.kernels`, and
 
 from .base import NdimageBackend, box_kernel, gaussian_kernel
 from .gpu import CupyBackend, DeviceUnavailableError, _cupy_backend
-from .memory import _hugepage_switch, host_available_memory, small_pages  # noqa: F401  (_hugepage_switch: tests read it)
+from .memory import MemoryPolicy, _hugepage_switch, host_available_memory, small_pages  # noqa: F401  (_hugepage_switch: tests read it)
 from .opencv import OpenCVBackend
 
 __all__ = [

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..luma import LUMA_WEIGHTS
 from ..warp import source_coordinates
-from .memory import host_available_memory
+from .memory import MemoryPolicy, host_available_memory
 
 #: Binomial kernel of the Burt-Adelson pyramid.
 PYRAMID_KERNEL = (1 / 16, 4 / 16, 6 / 16, 4 / 16, 1 / 16)
@@ -94,12 +94,8 @@ class NdimageBackend:
     def release_memory(self):
         """Return cached blocks to the device after an out-of-memory error."""
 
-    #: Whether the memory budget also holds the whole decoded frames (it is
-    #: the host's memory); a GPU's budget holds only what is on the GPU.
-    frames_in_budget = True
-    #: Share of the budget that tiles are planned to use: the rest is left for
-    #: what an allocator keeps beyond the arrays in use (CuPy's pool).
-    budget_share = 1.0
+    #: How this device's working memory is planned (tiles, bands).
+    memory = MemoryPolicy()
 
     def default_budget(self):
         """Working memory a run may use by default: half the free host memory."""
@@ -178,10 +174,6 @@ class NdimageBackend:
     #: Whether aligned frames are warped by :meth:`warp_cubic` here (on the
     #: device) rather than by OpenCV on the host's read-ahead thread.
     warps_on_device = True
-    #: Output pixels warped at a time; bounds the warp's temporaries (about
-    #: 150 bytes per pixel of a band, :func:`~.tiling.warp_band_bytes`) and,
-    #: on a GPU, the kernel launches.
-    warp_band_pixels = 2**16
 
     def warp_cubic(self, image, transform, rows, cols, origin=(0, 0)):
         """Bicubic resampling of ``image`` at the output pixels ``rows`` x ``cols``.
@@ -201,7 +193,7 @@ class NdimageBackend:
         channels = image.shape[2:]
         flat = image.reshape((height * width,) + channels)
         out = xp.empty((rows.stop - rows.start, cols.stop - cols.start) + channels, dtype=xp.float32)
-        step = max(1, self.warp_band_pixels // max(out.shape[1], 1))
+        step = max(1, self.memory.warp_band_pixels // max(out.shape[1], 1))
         expand = (slice(None), slice(None)) + (None,) * len(channels)
         for start in range(rows.start, rows.stop, step):
             band_rows = slice(start, min(rows.stop, start + step))
@@ -226,30 +218,15 @@ class NdimageBackend:
         return out
 
     # --- per-pixel -------------------------------------------------------
-    #: Pixels per band of the per-pixel stages, where the backend sets it
-    #: (a GPU: fewer, larger bands, fewer kernel launches); None: the rows
-    #: callers ask for (small bands that stay in the CPU's cache).
-    band_pixels = None
-
-    def rows_per_band(self, width, rows):
-        """Rows of a band of an image ``width`` pixels wide, ``rows`` unless :attr:`band_pixels` is set."""
-        return rows if self.band_pixels is None else max(rows, self.band_pixels // max(1, int(width)))
-
-    def reserved_band_pixels(self, device_warp):
-        """Pixels of a band whose temporaries a memory budget sets aside (0: the per-pixel count covers them)."""
-        if self.band_pixels:
-            return self.band_pixels
-        return self.warp_band_pixels if device_warp else 0
-
     def for_each_band(self, function, height, rows=128, width=None):
         """Call ``function(rows_slice)`` for bands of ``rows`` rows covering ``height``.
 
         The bands are independent; on the CPU they run on all cores (NumPy
         releases the GIL in its loops), on a GPU one after the other, larger
-        (:meth:`rows_per_band` of ``width``).
+        (:meth:`MemoryPolicy.rows_per_band` of ``width``).
         """
         if width is not None:
-            rows = self.rows_per_band(width, rows)
+            rows = self.memory.rows_per_band(width, rows)
         for start in range(0, height, rows):
             function(slice(start, start + rows))
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import kernels
 from .base import NdimageBackend
+from .memory import MemoryPolicy
 
 #: Share of the free device memory that is a GPU run's default working-memory budget.
 DEFAULT_BUDGET_SHARE = 0.8
@@ -84,15 +85,13 @@ class CupyBackend(NdimageBackend):
     #: 128-row bands become about 200 (counted on the CuPy stand-in); each
     #: costs a kernel launch, ~10 us of overhead.
     #: Temporaries: up to ~200 bytes per band pixel, set aside in the budget.
-    band_pixels = 2**21
-    warp_band_pixels = 2**21
-    frames_in_budget = False
-    #: CuPy's pool keeps freed blocks for reuse, split and binned by size, so
-    #: a run holds more than its tiles were planned for (benchmarks/RESULTS.md,
-    #: GPU): tiles are planned to this share of the budget and the pool is
-    #: emptied between tiles. With the default budget (:data:`DEFAULT_BUDGET_SHARE`
-    #: of the free memory) tiles plan for 64 % of the free device memory.
-    budget_share = 0.8
+    #: The budget holds only what is on the GPU. CuPy's pool keeps freed
+    #: blocks for reuse, split and binned by size, so a run holds more than
+    #: its tiles were planned for (benchmarks/RESULTS.md, GPU): tiles are
+    #: planned to 80 % of the budget and the pool is emptied between tiles.
+    #: With the default budget (:data:`DEFAULT_BUDGET_SHARE` of the free
+    #: memory) tiles plan for 64 % of the free device memory.
+    memory = MemoryPolicy(frames_in_budget=False, budget_share=0.8, band_pixels=2**21, warp_band_pixels=2**21)
 
     def device(self):
         """Context manager making this backend's GPU the current one."""
@@ -192,6 +191,6 @@ class CupyBackend(NdimageBackend):
     def default_budget(self):
         """:data:`DEFAULT_BUDGET_SHARE` of the free device memory (the GPU is not shared with the desktop's RAM).
 
-        Tiles are planned to :attr:`budget_share` of it (CuPy's pool keeps the rest).
+        Tiles are planned to ``memory.budget_share`` of it (CuPy's pool keeps the rest).
         """
         return int(self.available_memory() * DEFAULT_BUDGET_SHARE)

@@ -1,7 +1,60 @@
-"""Host memory: how much is available, and NumPy's huge-page policy for one-shot runs."""
+"""Memory: how a device's working memory is planned (:class:`MemoryPolicy`), how much host
+memory is available, and NumPy's huge-page policy for one-shot runs."""
 
 import contextlib
 import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class MemoryPolicy:
+    """How a backend's working memory is planned: what tiling and banding need to know of a device.
+
+    Attributes
+    ----------
+    frames_in_budget : bool
+        Whether the budget also holds the whole decoded frames (it is the
+        host's memory); a GPU's budget holds only what is on the GPU.
+    budget_share : float
+        Share of the budget that tiles are planned to use: the rest is left
+        for what an allocator keeps beyond the arrays in use (CuPy's pool).
+    band_pixels : int or None
+        Pixels per band of the per-pixel stages, where the device wants it (a
+        GPU: fewer, larger bands, fewer kernel launches); None: the rows
+        callers ask for (small bands that stay in the CPU's cache).
+    warp_band_pixels : int
+        Output pixels warped at a time on the device; bounds the warp's
+        temporaries (about 150 bytes per pixel of a band,
+        :func:`~napari_focus_stack.engine.tiling.warp_band_bytes`) and, on a
+        GPU, the kernel launches.
+    """
+
+    frames_in_budget: bool = True
+    budget_share: float = 1.0
+    band_pixels: int | None = None
+    warp_band_pixels: int = 2**16
+
+    def rows_per_band(self, width, rows):
+        """Rows of a band of an image ``width`` pixels wide: ``rows`` unless :attr:`band_pixels` is set."""
+        return rows if self.band_pixels is None else max(rows, self.band_pixels // max(1, int(width)))
+
+    def reserved_band_pixels(self, device_warp):
+        """Pixels of a band whose temporaries a budget sets aside (0: the per-pixel count covers them)."""
+        if self.band_pixels:
+            return self.band_pixels
+        return self.warp_band_pixels if device_warp else 0
+
+    def tile_plan(self, device_warp):
+        """The keyword arguments of :func:`~napari_focus_stack.engine.tiling.plan_tiles` for this device.
+
+        >>> MemoryPolicy().tile_plan(device_warp=False)
+        {'frames_in_budget': True, 'band_pixels': 0, 'device_warp': False}
+        """
+        return {
+            "frames_in_budget": self.frames_in_budget,
+            "band_pixels": self.reserved_band_pixels(device_warp),
+            "device_warp": device_warp,
+        }
 
 
 def host_available_memory():
