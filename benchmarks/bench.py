@@ -42,6 +42,9 @@ import cv2
 import numpy as np
 import tifffile
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from peers import ENFUSE_OPTIONS
+
 import napari_focus_stack
 from napari_focus_stack import synthetic
 from napari_focus_stack.engine.result import DEFAULTS, METHODS
@@ -207,15 +210,7 @@ class Tool:
                 "-q",
             ]
         if self.kind == "enfuse":
-            return self.executable + [
-                "--exposure-weight=0",
-                "--saturation-weight=0",
-                "--contrast-weight=1",
-                "--hard-mask",
-                "-o",
-                fused,
-                *map(str, cached.frame_paths),
-            ]
+            return [*self.executable, *ENFUSE_OPTIONS, "-o", fused, *map(str, cached.frame_paths)]
         return self.executable + [str(cached.frames_dir), "--output", fused, "--no-align", "--keep-size"]
 
 

@@ -76,6 +76,10 @@ import tifffile
 
 from napari_focus_stack.engine.dtypes import full_scale
 
+#: enfuse as a focus stacker (its documented recipe): contrast only, each
+#: pixel from one frame. bench.py runs it the same way.
+ENFUSE_OPTIONS = ("--exposure-weight=0", "--saturation-weight=0", "--contrast-weight=1", "--hard-mask")
+
 #: Where the peers' environments are, one folder per peer.
 PEERS_ROOT = Path(os.environ.get("FOCUS_PEERS", "/root/peers"))
 #: Longest a peer may run on one stack (s).
@@ -430,16 +434,7 @@ class Enfuse(Peer):
         # which tifffile cannot read without imagecodecs, and OpenCV misreads
         # their grey + alpha
         fused = out_dir / "fused.png"
-        argv = [
-            self.executable(),
-            "--exposure-weight=0",
-            "--saturation-weight=0",
-            "--contrast-weight=1",
-            "--hard-mask",
-            "-o",
-            fused,
-            *frame_paths,
-        ]
+        argv = [self.executable(), *ENFUSE_OPTIONS, "-o", fused, *frame_paths]
         return fused, None, _run(argv, cwd=out_dir)
 
 

@@ -12,6 +12,7 @@ from napari_focus_stack._napari.actions import run_of
 from napari_focus_stack._napari.stacking import StackLayout, expected_steps, iter_stack_layer
 from napari_focus_stack._napari.widget import FocusStackWidget
 from napari_focus_stack.engine.result import StackParams
+from napari_focus_stack.engine.steps import drain
 from napari_focus_stack.synthetic import render_channels, simulate_stack
 
 pytestmark = pytest.mark.napari
@@ -179,13 +180,9 @@ def test_a_lazy_layer_is_read_one_frame_at_a_time():
     data = da.stack([da.stack(row) for row in planes])
     layout = StackLayout(data.shape, 1, False)
     steps = iter_stack_layer(data, layout, CPU)
-    count = 0
-    try:
-        while True:
-            next(steps)
-            count += 1
-    except StopIteration as done:
-        run = done.value
+    events = []
+    run = drain(steps, events.append)
+    count = len(events)
     assert count == expected_steps(layout, CPU, (32, 40))
     assert sorted(reads) == [(t, z) for t in range(2) for z in range(5)]
     np.testing.assert_array_equal(run.fused[1, 0], focus_stack(sims[1], align="none", device="cpu").fused)
@@ -198,18 +195,14 @@ def test_refuse_with_channels_moves_every_channel_along_the_edited_depth(two_cha
     data = np.stack([np.stack(two_channels)] * 2)  # (T, C, Z, Y, X)
     layout = StackLayout(data.shape, 2, False, channel_axis=1)
     steps = iter_stack_layer(data, layout, CPU)
-    count = 0
-    try:
-        while True:
-            next(steps)
-            count += 1
-    except StopIteration as done:
-        run = done.value
+    events = []
+    run = drain(steps, events.append)
+    count = len(events)
     assert count == expected_steps(layout, CPU, (64, 80)) == 2 * (6 + 2 * 6)
     edits = layers.edits_layer(run)[0]
     assert edits.shape == run.depth.shape == (2, 1, 1, 64, 80)
     edits[1, 0, 0, 10:30, 20:50] = 6  # time point 1: take the region from the last frame
-    fused = drain_all(iter_refuse(run, edits))
+    fused = drain(iter_refuse(run, edits))
     painted = edits[1, 0, 0] > 0
     depth = edited_depth(run.depth[1, 0, 0], edits[1, 0, 0])
     for c in range(2):
@@ -228,11 +221,3 @@ def test_channels_on_the_gpu_stand_in_agree_with_the_cpu(fake_gpu, two_channels)
     assert on_gpu.device == "gpu:0" and state.allocations[0] > 0
     assert np.abs(on_gpu.fused.astype(int) - cpu.fused).max() <= 1
     np.testing.assert_allclose(on_gpu.depth, cpu.depth, atol=5e-3)
-
-
-def drain_all(steps):
-    try:
-        while True:
-            next(steps)
-    except StopIteration as done:
-        return done.value

@@ -19,6 +19,7 @@ from napari.utils import progress
 from napari.utils.notifications import show_error
 
 from ..engine.result import StackCancelled
+from ..engine.steps import drain
 
 #: Returned by a cancelled task's generator in place of a result.
 CANCELLED = object()
@@ -162,11 +163,10 @@ def _run_here(function, args, kwargs, on_returned, on_yielded, on_failed, on_fin
 def _drain(steps, on_yielded, bar_options):
     """Run a generator to its end with a progress bar; its return value."""
     with progress(total=bar_options.get("total"), desc=bar_options.get("desc")) as bar:
-        while True:
-            try:
-                value = next(steps)
-            except StopIteration as done:
-                return done.value
+
+        def event(value):
             if on_yielded is not None:
                 on_yielded(value)
             bar.update(1)
+
+        return drain(steps, event)
