@@ -561,3 +561,15 @@ def test_an_optional_stack_group_that_does_not_match_is_no_stack(tmp_path):
 
     stacks = group_by_regex([tmp_path / "a_z1.png", tmp_path / "x.png"], r"(?:(?P<stack>a)_z\d)?.*")
     assert [stack.name for stack in stacks] == ["a"]
+
+
+def test_batch_depth_from_is_checked():
+    from napari_focus_stack.batch import BatchOptions
+
+    with pytest.raises(ValueError, match="depth_from must be 'all' or a channel index, got 'green'"):
+        BatchOptions(depth_from="green")
+    assert (
+        BatchOptions(depth_from="1").depth_from == 1
+        and BatchOptions().recorded() == BatchOptions(depth_from="all").recorded()
+    )
+    assert BatchOptions(depth_from=1).recorded()["depth_from"] == 1

@@ -122,3 +122,37 @@ def test_channels_must_match():
         focus_stack_channels([a, np.zeros((4, 32, 32, 3), np.uint8)])
     with pytest.raises(ValueError, match="would split the image axes"):
         focus_stack(np.zeros((4, 2, 32, 32), np.uint8), channel_axis=2)
+
+
+@pytest.mark.parametrize(
+    "source, kwargs, error, message",
+    [
+        (
+            np.zeros((4, 2, 32, 32), np.uint8),
+            {"channel_axis": "c"},
+            ValueError,
+            "channel_axis must be an axis number, got 'c'",
+        ),
+        (
+            np.zeros((4, 32, 32), np.uint8),
+            {"channel_axis": 0},
+            ValueError,
+            "a stack with a channel axis has 4 dimensions",
+        ),
+        (
+            np.zeros((4, 2, 32, 32), np.uint8),
+            {"channel_axis": 5},
+            ValueError,
+            "channel_axis 5 is out of range for 4 dimensions",
+        ),
+        ("frames/", {"channel_axis": 0}, TypeError, "channel_axis needs an array"),
+    ],
+)
+def test_bad_channel_axis_is_one_clear_error(source, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        focus_stack(source, **kwargs)
+
+
+def test_no_channels_is_one_clear_error():
+    with pytest.raises(StackReadError, match="no channels given"):
+        focus_stack_channels([])

@@ -311,3 +311,9 @@ def test_several_channels_need_a_tiff(tmp_path, hyperstack, capsys):
     path, _ = hyperstack
     code, err = run_cli(capsys, str(path), "-o", str(tmp_path / "f.png"), "--time", "0")
     assert code == 2 and "2 channels are written as one multi-channel TIFF: use a .tif name" in err
+
+
+def test_depth_from_on_a_stack_of_one_channel_is_a_warning(tmp_path, frames_dir, capsys):
+    folder, _ = frames_dir
+    code, err = run_cli(capsys, str(folder), "-o", str(tmp_path / "f.tif"), "--depth-from", "1", "-q")
+    assert code == 0 and "warning: --depth-from applies to stacks of several channels; this one has one" in err

@@ -221,3 +221,19 @@ def test_channels_on_the_gpu_stand_in_agree_with_the_cpu(fake_gpu, two_channels)
     assert on_gpu.device == "gpu:0" and state.allocations[0] > 0
     assert np.abs(on_gpu.fused.astype(int) - cpu.fused).max() <= 1
     np.testing.assert_allclose(on_gpu.depth, cpu.depth, atol=5e-3)
+
+
+@pytest.mark.parametrize(
+    "shape, rgb, z_axis, channel_axis, message",
+    [
+        ((2, 5, 32, 40, 3), True, 1, 0, "an RGB layer's channels are its colours"),
+        ((2, 5, 32, 40), False, 1, 1, "channel axis 1 must be one of the non-spatial axes of data shaped"),
+        ((2, 5, 32, 40), False, 1, 0, None),
+    ],
+)
+def test_a_layout_refuses_a_channel_axis_that_cannot_be_one(shape, rgb, z_axis, channel_axis, message):
+    if message is None:
+        assert StackLayout(shape, z_axis, rgb, channel_axis).n_channels == 2
+        return
+    with pytest.raises(ValueError, match=message):
+        StackLayout(shape, z_axis, rgb, channel_axis)
