@@ -254,6 +254,9 @@ def test_open_stack_of_a_multichannel_file_says_what_it_holds(tmp_path):
     path = write_ome_tiff(tmp_path / "cells.ome.tif", hyperstack_data())
     with pytest.raises(StackReadError) as caught:
         read_stack(path)
+    from napari_focus_stack.io import SeveralStacksError
+
+    assert isinstance(caught.value, SeveralStacksError)  # what the command line picks channels from
     assert str(caught.value) == (
         f"{path}: has 3 channels and 2 time points; focus stacking takes one z-stack: "
         "napari_focus_stack.open_hyperstack(path).stack(time=, channel=) picks one"

@@ -275,15 +275,14 @@ def open_channels(source, args):
     needs ``--time``; with several channels every channel is fused unless
     ``--channel`` picks one.
     """
-    from .io import StackReadError, open_stack
+    from .io import SeveralStacksError, open_stack
 
     picked = args.channel is not None or args.time is not None
     if not picked:
         try:
             return [open_stack(source)]
-        except StackReadError as exc:
-            if "open_hyperstack" not in str(exc):  # not a file of several stacks
-                raise
+        except SeveralStacksError:
+            pass  # channels or time points: picked below
     elif not isinstance(source, str):
         raise UsageError("--channel and --time pick from one microscope file, not from several inputs")
     from .io import open_hyperstack

@@ -25,7 +25,15 @@ readers, and every reader imports only ``frames``:
 ((3, 4, 5), 'uint8', (4, 5))
 """
 
-from .frames import FILL_SIGMA, MAX_FLOAT_MAGNITUDE, FrameSequence, StackReadError, fill_missing, non_finite_warning
+from .frames import (
+    FILL_SIGMA,
+    MAX_FLOAT_MAGNITUDE,
+    FrameSequence,
+    SeveralStacksError,
+    StackReadError,
+    fill_missing,
+    non_finite_warning,
+)
 from .microscope import MICROSCOPE_EXTENSIONS, Hyperstack, is_microscope_file, is_ome_zarr, open_hyperstack
 from .raw import RAW_EXTENSIONS, RAW_FORMAT_NAMES
 from .sources import (
@@ -66,6 +74,7 @@ __all__ = [
     "FrameSequence",
     "Hyperstack",
     "OutputSet",
+    "SeveralStacksError",
     "StackReadError",
     "StackWriteError",
     "check_outputs",

@@ -45,6 +45,14 @@ class StackReadError(ValueError):
     """A stack cannot be read; the message names the file and the problem."""
 
 
+class SeveralStacksError(StackReadError):
+    """A file holds several z-stacks (channels, time points, scenes); one must be picked.
+
+    :func:`~napari_focus_stack.io.open_hyperstack` picks one; the command
+    line fuses the channels of a time point along one depth.
+    """
+
+
 class FrameSequence:
     """Lazy, validated stack of frames; a frame is decoded only when indexed.
 

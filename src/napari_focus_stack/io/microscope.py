@@ -25,7 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .frames import FrameSequence, StackReadError, _check_frame_pixels, _import, _output_dtype, _reading, _unit_in_um
+from .frames import (
+    FrameSequence,
+    SeveralStacksError,
+    StackReadError,
+    _check_frame_pixels,
+    _import,
+    _output_dtype,
+    _reading,
+    _unit_in_um,
+)
 
 #: Microscope files read through bioio (the [formats] extra), besides
 #: OME-Zarr folders and the OME-TIFF hyperstacks the TIFF reader does not split.
@@ -362,7 +371,7 @@ def open_microscope_stack(path, max_frame_pixels=400_000_000, *, tiff_error=None
         raise
     held = hyperstack.describe()
     if held:
-        raise StackReadError(
+        raise SeveralStacksError(
             f"{path}: has {held}; focus stacking takes one z-stack: "
             "napari_focus_stack.open_hyperstack(path).stack(time=, channel=) picks one"
         )
