@@ -454,6 +454,9 @@ def test_missing_bioio_names_the_extra(tmp_path, monkeypatch):
     assert str(caught.value) == (
         f'{path}: reading Nikon ND2 files needs bioio: pip install "napari-focus-stack[formats]"'
     )
+    from napari_focus_stack.io import MissingExtraError
+
+    assert isinstance(caught.value, MissingExtraError)
 
 
 def test_missing_bioio_on_an_ome_tiff_hyperstack_keeps_the_tiff_message(tmp_path, monkeypatch):

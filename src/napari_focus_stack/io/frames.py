@@ -45,6 +45,10 @@ class StackReadError(ValueError):
     """A stack cannot be read; the message names the file and the problem."""
 
 
+class MissingExtraError(StackReadError):
+    """Reading a file needs an optional package that is not installed; the message names the extra."""
+
+
 class SeveralStacksError(StackReadError):
     """A file holds several z-stacks (channels, time points, scenes); one must be picked.
 
@@ -375,4 +379,4 @@ def _import(module, path, kind, extra):
         return importlib.import_module(module)
     except ImportError:
         package = module.split(".")[0]
-        raise StackReadError(f"{path}: reading {kind} files needs {package}: {extra}") from None
+        raise MissingExtraError(f"{path}: reading {kind} files needs {package}: {extra}") from None

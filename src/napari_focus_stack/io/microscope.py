@@ -27,6 +27,7 @@ import numpy as np
 
 from .frames import (
     FrameSequence,
+    MissingExtraError,
     SeveralStacksError,
     StackReadError,
     _check_frame_pixels,
@@ -366,7 +367,7 @@ def open_microscope_stack(path, max_frame_pixels=400_000_000, *, tiff_error=None
     try:
         hyperstack = open_hyperstack(path)
     except StackReadError as exc:
-        if tiff_error is not None and "needs bioio" in str(exc):
+        if tiff_error is not None and isinstance(exc, MissingExtraError):  # bioio itself is missing
             raise StackReadError(f"{tiff_error}; or open_hyperstack() picks one after {_FORMATS_EXTRA}") from None
         raise
     held = hyperstack.describe()
