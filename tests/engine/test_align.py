@@ -15,6 +15,8 @@ from napari_focus_stack.engine.align import (
     estimate_transforms,
     registration_image,
 )
+from napari_focus_stack.engine.align.check import check_level, distant_agreement, separations
+from napari_focus_stack.engine.align.images import _pyramid
 from napari_focus_stack.engine.warp import coverage_mask, rescale_transforms, warp_frame
 from napari_focus_stack.io import open_stack
 from napari_focus_stack.synthetic import make_texture, simulate_stack
@@ -313,3 +315,36 @@ def test_coverage_by_row_intervals_equals_the_per_pixel_test():
         x, y = source_coordinates(transform, rows, cols)
         expected = (x < -0.5) | (x >= frame[1] - 0.5) | (y < -0.5) | (y >= frame[0] - 0.5)
         np.testing.assert_array_equal(outside_frame(transform, frame, rows, cols), expected, err_msg=str(i))
+
+
+def small_copies(frames):
+    pyramids = [_pyramid(registration_image(frame)) for frame in frames]
+    level = check_level(pyramids[0])
+    return [p[level] for p in pyramids], pyramids[0][0].shape, level
+
+
+def test_distant_frames_support_real_drift_and_refute_a_made_up_one():
+    assert separations(5) == [2] and separations(48) == [6, 12] and separations(2) == []
+    moving = simulate_stack(SHAPE, 16, texture="noise", drift=DRIFT, noise=0.01, seed=3)
+    small, shape, level = small_copies(moving.frames)
+    assert level == 1 and small[0].shape == (192, 256)
+    truth = distant_agreement(small, moving.transforms, shape, level)
+    assert truth.separations == [2, 4] and truth.supported
+    # the true drift undone makes frames 4 apart far more alike than leaving them
+    assert truth.aligned[1] > truth.unaligned[1] + 0.1
+    static = simulate_stack(SHAPE, 16, texture="noise", noise=0.01, seed=3)
+    small, shape, level = small_copies(static.frames)
+    # a static stack credited with that drift (as a chain of biased steps would be)
+    made_up = distant_agreement(small, moving.transforms, shape, level)
+    assert not made_up.supported and made_up.aligned[1] < made_up.unaligned[1] - 0.1
+    assert "as they are at 4 frames apart" in made_up.describe()
+    assert distant_agreement(small[:2], moving.transforms[:2], shape, level) is None
+
+
+def test_confocal_sections_are_not_taken_for_motion(real_stack):
+    """cells3d: each optical section shows other nuclei; the chained steps found 69 px of motion that is not there."""
+    frames = open_stack(real_stack("cells3d_nuclei_confocal_16bit"))
+    result = estimate_transforms([registration_image(frames[k]) for k in range(len(frames))])
+    assert np.array_equal(result.transforms, np.tile(np.eye(3), (len(frames), 1, 1))) and result.failed == []
+    assert not result.agreement.supported
+    assert any("makes distant frames less alike" in message for message in result.messages)

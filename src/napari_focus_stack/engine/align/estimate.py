@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..warp import rescale_transforms
+from .check import check_level, distant_agreement
 from .images import _pyramid
 from .pairwise import _check_mode, _corner_distance, _register
 
@@ -46,6 +47,9 @@ class AlignmentResult:
         A caller may also drop them.
     messages : list of str
         One line per problem found and what was done about it.
+    agreement : Agreement or None
+        How alike distant frames are with the chained motion undone and
+        without (:func:`~.check.distant_agreement`); None for short stacks.
     """
 
     transforms: np.ndarray
@@ -54,6 +58,7 @@ class AlignmentResult:
     quality: np.ndarray
     failed: list = field(default_factory=list)
     messages: list = field(default_factory=list)
+    agreement: object = None
 
 
 # --------------------------------------------------------------------------
@@ -156,10 +161,13 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
         identity = np.tile(np.eye(3), (n, 1, 1))
         return AlignmentResult(identity, reference, mode, np.ones(max(n - 1, 0)))
     pyramids = _Pyramids(images)
-    pyramids[0]
+    level = check_level(pyramids[0])
+    small = [None] * n  # each frame at the check's level, for comparing distant frames
 
     def step(k):  # each pair on its own: both pyramids built here, in parallel with the others
-        return _register(pyramids.build(k), pyramids.build(k + 1), mode, None)
+        fixed, moving = pyramids.build(k), pyramids.build(k + 1)
+        small[k], small[k + 1] = fixed[level], moving[level]
+        return _register(fixed, moving, mode, None)
 
     steps = in_parallel(step, range(n - 1))
     shape = pyramids.shape
@@ -169,10 +177,19 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
     usable = _recheck_steps(matrices, quality, pyramids, mode, messages)
     transforms, failed = _compose(matrices, usable, reference, pyramids, mode, messages)
     transforms = transforms @ np.linalg.inv(transforms[reference])
+    agreement = distant_agreement(small, transforms, shape, level)
+    if agreement is not None and not agreement.supported:
+        # Chained steps that distant frames contradict: content that changes
+        # from section to section, or steps bridged by guesses, not motion.
+        messages.append(
+            f"the estimated motion makes distant frames less alike ({agreement.describe()}): "
+            "taken as changing content, not motion; frames used as they are"
+        )
+        transforms, failed = np.tile(np.eye(3), (n, 1, 1)), []
     if full_shape is not None:
         transforms = rescale_transforms(transforms, shape, full_shape)
     transforms[reference] = np.eye(3)  # exactly, without rounding: warp_frame then skips it
-    return AlignmentResult(transforms, reference, mode, quality, failed, messages)
+    return AlignmentResult(transforms, reference, mode, quality, failed, messages, agreement)
 
 
 def _trend(matrices, usable, index, count=1):

@@ -58,7 +58,13 @@ def align_frames(frames, params, cancel):
     full_shape = tuple(frames.shape[1:3])
     alignment = estimate_transforms(images, params.align, params.reference, full_shape=full_shape)
     del images
-    gains, offsets = estimate_gains(small, alignment.transforms, alignment.reference, full_shape=full_shape)
+    if alignment.agreement is not None and not alignment.agreement.supported:
+        # Frames that do not show the same content (optical sections) cannot
+        # be compared for exposure either: their brightness differs by content.
+        gains, offsets = np.ones(n), np.zeros(n)
+        alignment.messages.append("exposure left as it is: the frames do not show the same content")
+    else:
+        gains, offsets = estimate_gains(small, alignment.transforms, alignment.reference, full_shape=full_shape)
     return alignment, AlignedFrames(frames, *negligible_as_none(alignment, gains, offsets, full_shape))
 
 
@@ -82,8 +88,9 @@ def negligible_as_none(alignment, gains, offsets, shape):
     """Transforms, gains and offsets to apply, with negligible corrections dropped."""
     transforms = alignment.transforms
     if max_corner_motion(transforms, shape) < MIN_MOTION_PX:
+        if np.any(transforms != np.eye(3)):  # not already left unaligned, with its reason
+            alignment.messages.append(f"motion below {MIN_MOTION_PX:g} px: frames used as they are")
         transforms = np.broadcast_to(np.eye(3), transforms.shape)
-        alignment.messages.append(f"motion below {MIN_MOTION_PX:g} px: frames used as they are")
     gains, offsets = np.asarray(gains, float), np.asarray(offsets, float)
     if np.abs(gains - 1).max() < MIN_GAIN_CHANGE and np.abs(offsets).max() < 0.5:
         gains = offsets = [None] * len(transforms)
