@@ -226,6 +226,28 @@ def test_manifest_decides_completeness(one_stack):
     assert not is_complete(stack, outputs, options)
 
 
+def test_a_stack_without_maps_skips_the_depth_and_fuses_the_same(one_stack, tmp_path, monkeypatch):
+    from napari_focus_stack import distributed
+
+    stack, outdir = one_stack
+    asked = []
+    real = distributed.iter_focus_stack
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("maps", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(distributed, "iter_focus_stack", spy)
+    assert process_one(stack, outdir, BatchOptions(radius=4)).status == "done"
+    alone = (outdir / "s.tif").read_bytes()
+    assert sorted(p.name for p in outdir.iterdir()) == ["s.json", "s.tif"]
+    for flag in ("depth", "confidence"):
+        assert process_one(stack, outdir, BatchOptions(radius=4, **{flag: True})).status == "done"
+        assert (outdir / "s.tif").read_bytes() == alone
+        assert (outdir / f"s_{flag}.tif").exists()
+    assert asked == [False, True, True]
+
+
 def test_missing_or_replaced_output_is_not_complete(one_stack):
     stack, outdir = one_stack
     options = BatchOptions(depth=True)

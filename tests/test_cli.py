@@ -229,6 +229,33 @@ def test_one_stack_runs_on_small_pages_and_restores_numpys_setting(tmp_path, fra
         switch(before)
 
 
+@pytest.mark.parametrize("method", ["weighted", "pyramid", "depthmap"])
+def test_the_fused_image_alone_skips_the_depth_and_is_the_same(tmp_path, frames_dir, monkeypatch, method):
+    # without an output that needs the depth, the methods whose fused image
+    # does not depend on it (weighted, pyramid) select no depth at all
+    from napari_focus_stack.engine import pipeline
+
+    asked = []
+    real = pipeline.run_pipeline
+
+    def spy(*args, **kwargs):
+        asked.append(kwargs.get("maps", True))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_pipeline", spy)
+    folder, _ = frames_dir
+    alone, with_depth = tmp_path / "alone.tif", tmp_path / "with_depth.tif"
+    assert main([str(folder), "-o", str(alone), "--method", method, "-q"]) == 0
+    depth = ["--depth", str(tmp_path / "depth.tif")]
+    assert main([str(folder), "-o", str(with_depth), "--method", method, *depth, "-q"]) == 0
+    assert alone.read_bytes() == with_depth.read_bytes()  # pixels and metadata alike
+    assert tifffile.imread(tmp_path / "depth.tif").shape == (48, 64)
+    # every other output that needs the depth asks for it
+    for extra in (["--confidence", str(tmp_path / "conf.tif")], ["--mark-unfocused"]):
+        assert main([str(folder), "-o", str(tmp_path / "other.tif"), "--method", method, *extra, "-q"]) == 0
+    assert asked == [False, True, True, True]
+
+
 # --- microscope files: channels along one depth, time points -------------------------
 
 

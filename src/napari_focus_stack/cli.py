@@ -238,7 +238,9 @@ def run_one(args):
 
             steps = iter_focus_stack_channels(channels, params, depth_from=depth_from, max_memory=args.max_memory)
         else:
-            steps = run_pipeline(frames, params, backends, metadata=frames.metadata, max_memory=args.max_memory)
+            steps = run_pipeline(
+                frames, params, backends, metadata=frames.metadata, max_memory=args.max_memory, maps=wants_maps(args)
+            )
         try:
             result = drain(steps, bars)
         except ValueError as exc:  # a reference frame beyond the stack, a budget too small, a corrupt frame
@@ -266,6 +268,11 @@ def run_one(args):
         what = f"{len(channels)} channels of {len(frames)} frames" if several else f"{len(frames)} frames"
         print(f"{PROG}: fused {what} into {roles['fused image']} ({size}, {result.device})", file=sys.stderr)
     return 0
+
+
+def wants_maps(args):
+    """Whether a one-stack run needs its depth and confidence: to write one, or to mark unfocused depth."""
+    return bool(args.depth or args.confidence or args.mark_unfocused)
 
 
 def open_channels(source, args):

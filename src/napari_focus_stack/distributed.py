@@ -194,7 +194,8 @@ def process_one(stack, outdir, options):
                         channels, params, depth_from=options.depth_from, max_memory=options.max_memory
                     )
                 else:
-                    steps = iter_focus_stack(frames, params, max_memory=options.max_memory)
+                    maps = options.depth or options.confidence  # without them, the fused image alone
+                    steps = iter_focus_stack(frames, params, max_memory=options.max_memory, maps=maps)
                 result = drain(steps)
             warning = stack_io.non_finite_warning(result.metadata) or ""
             for role, (image, metadata) in result.output_images(images, stack=stack.name).items():

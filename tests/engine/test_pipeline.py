@@ -281,3 +281,80 @@ def test_still_or_tiny_stacks_are_not_resampled():
     assert "frames used as they are" in aligned.metadata["alignment"]["messages"][-1]
     tiny = simulate_stack((64, 64), 5, seed=35)
     assert focus_stack(tiny.frames, device="cpu").transforms is None
+
+
+# --- the fused image alone (maps=False) ---------------------------------------
+
+
+class CountingSelector:
+    """Stands in for SliceSelector in the pipeline, counting the instances made."""
+
+    made = 0
+
+    def __new__(cls, be):
+        from napari_focus_stack.engine.depth import SliceSelector
+
+        CountingSelector.made += 1
+        return SliceSelector(be)
+
+
+@pytest.mark.parametrize("method", ["weighted", "pyramid", "depthmap"])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(rgb=True, noise=0.01),  # one tile
+        dict(shape=(512, 640), n_slices=5, noise=0.01, max_memory=24_000_000),  # tiles (the pyramid's are large)
+        dict(rgb=True, breathing=0.05, drift=6),  # aligned: uncovered pixels
+    ],
+    ids=["whole", "tiled", "aligned"],
+)
+def test_fused_image_alone_is_the_same_without_the_depth_work(method, kwargs, monkeypatch):
+    import napari_focus_stack.engine.pipeline as pipeline
+
+    kwargs = {"shape": (192, 256), "n_slices": 7, **kwargs}
+    max_memory = kwargs.pop("max_memory", None)
+    sim = simulate_stack(texture="mixed", seed=40, **kwargs)
+    params = StackParams(method=method, device="cpu")
+    be = get_backend("cpu")
+    monkeypatch.setattr(pipeline, "SliceSelector", CountingSelector)
+    fill = []
+    monkeypatch.setattr(pipeline, "fill_unsupported_depth", lambda *a: fill.append(a))
+    CountingSelector.made = 0
+    full = drain(run_pipeline(open_stack(sim.frames), params, be, max_memory=max_memory))
+    tiles = full.metadata["tiles"]
+    assert CountingSelector.made == tiles and full.has_maps and len(fill) == (method != "depthmap")
+    assert (tiles > 1) == (max_memory is not None)
+    CountingSelector.made, fill[:] = 0, []
+    alone = drain(run_pipeline(open_stack(sim.frames), params, be, max_memory=max_memory, maps=False))
+    assert alone.fused.dtype == full.fused.dtype and alone.fused.tobytes() == full.fused.tobytes()
+    assert alone.depth is None and alone.confidence is None and not alone.has_maps
+    assert alone.metadata == full.metadata
+    # depth-map fusion follows the depth: it is selected for the fusion, and not returned
+    assert CountingSelector.made == (tiles if method == "depthmap" else 0)
+    assert fill == []
+    if "drift" in kwargs:
+        assert alone.transforms is not None and alone.partial_coverage is not None
+        np.testing.assert_array_equal(alone.transforms, full.transforms)
+        np.testing.assert_array_equal(alone.partial_coverage, full.partial_coverage)
+    if tiles > 1 and method != "pyramid":  # two devices (CPU backends stand in) share the tiles (half the budget each)
+        two = drain(
+            run_pipeline(open_stack(sim.frames), params, [be, get_backend("cpu")], max_memory=max_memory, maps=False)
+        )
+        assert two.fused.tobytes() == full.fused.tobytes() and two.depth is None and two.confidence is None
+
+
+def test_a_result_without_maps_says_so_when_asked_for_them():
+    from napari_focus_stack.api import iter_focus_stack
+
+    sim = simulate_stack((64, 64), 5, seed=41)
+    result = drain(iter_focus_stack(sim.frames, device="cpu", maps=False))
+    assert result.depth is None and result.confidence is None
+    assert result.depth_um is None
+    for ask in (result.mark_unfocused, result.valid_mask, lambda: result.valid):
+        with pytest.raises(ValueError, match=r"no depth or confidence map \(it was run with maps=False\)"):
+            ask()
+    with pytest.raises(ValueError, match="cannot save the depth map: this result has no depth"):
+        result.output_images(["fused image", "depth map"])
+    assert list(result.output_images(["fused image"])) == ["fused image"]
+    # the default keeps both maps
+    assert focus_stack(sim.frames, device="cpu").has_maps

@@ -98,7 +98,7 @@ def finish_in_bands(selector, fuse_rows, dtype, be, floor=0.0):
     return depth, confidence, fused
 
 
-def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None):
+def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None, maps=True):
     """Stream ``frames`` (one tile of them) through the stages on ``be``.
 
     Generator: yields the index of each frame done; returns ``(fused, depth,
@@ -106,11 +106,13 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None):
     per stage. ``noise`` is the run's :class:`NoiseProbe` (whole frames'
     noise, the same for every tile); without it no noise floor is used.
     ``out_shape`` is the whole image's output shape (a fusion's pyramid
-    depth follows it, so every tile has the same).
+    depth follows it, so every tile has the same). Without ``maps``, depth
+    and confidence are None, and not selected at all for a fusion that does
+    not need them (the fused image is the same).
     """
-    selector = SliceSelector(be)
     measure = FocusMeasure(params.radius, params.smoothing, be)
     fusion = FUSIONS[params.method].for_image(be, out_shape)
+    selector = SliceSelector(be) if maps or fusion.needs_selection else None
     to_unit = be.xp.float32(1.0 / full_scale(frames.dtype))
     stop = cancel.is_set if cancel is not None else (lambda: False)
     clock = time.perf_counter()
@@ -128,11 +130,14 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None):
         uncovered = uncovered_mask(frames, k, params.scale_factor, be, raw)
         if uncovered is not None:  # aligned frames: only real pixels compete
             be.xp.copyto(score, be.xp.float32(0), where=uncovered)
-        selection = select_buffers[k % 2] = be.gaussian(score, sigma, out=select_buffers[k % 2])
-        if uncovered is not None:
-            be.xp.copyto(selection, be.xp.float32(0), where=uncovered)
+        selection = took_best = took_above = None
+        if selector is not None:
+            selection = select_buffers[k % 2] = be.gaussian(score, sigma, out=select_buffers[k % 2])
+            if uncovered is not None:
+                be.xp.copyto(selection, be.xp.float32(0), where=uncovered)
         t1 = time.perf_counter()
-        took_best, took_above = selector.update(selection)
+        if selector is not None:
+            took_best, took_above = selector.update(selection)
         t2 = time.perf_counter()
         step = FrameStep(frame, score, took_best, took_above, uncovered)
         if noise is not None:
@@ -149,31 +154,41 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None):
     # what only the frame loop needed, freed before the outputs are allocated
     gray_buffer = select_buffers = None
     measure.release()
-    selector.previous = None
-    # confidence counts the stack's noise energy as no detail (engine/noise.py)
-    floor = (
-        0.0 if noise is None else max(noise.floor(k, params.radius, params.scale_factor) for k in range(len(frames)))
-    )
-    fusion.release_frames()
-    depth, confidence, fused = finish_in_bands(selector, fusion.band_finisher(selector), frames.dtype, be, floor)
-    if fused is None:  # the pyramids are collapsed whole
-        selector = None  # its per-pixel state, freed first
-        fused = fusion.finish(frames.dtype)
-    if fusion.regularises_depth:  # depth-map fusion follows its depth: retouching re-fuses along it exactly
-        depth = regularise_depth(depth, confidence, be, REGULARISE_SIGMA)
-    outputs = be.to_host(fused), be.to_host(depth), be.to_host(confidence)
+    if selector is None:  # the fused image alone
+        fusion.release_frames()
+        fused, depth, confidence = fusion.finish(frames.dtype), None, None
+    else:
+        selector.previous = None
+        # confidence counts the stack's noise energy as no detail (engine/noise.py)
+        floor = 0.0
+        if noise is not None:
+            floor = max(noise.floor(k, params.radius, params.scale_factor) for k in range(len(frames)))
+        fusion.release_frames()
+        depth, confidence, fused = finish_in_bands(selector, fusion.band_finisher(selector), frames.dtype, be, floor)
+        if fused is None:  # the pyramids are collapsed whole
+            selector = None  # its per-pixel state, freed first
+            fused = fusion.finish(frames.dtype)
+        if not maps:  # selected for the fusion's sake only
+            depth = confidence = None
+        elif fusion.regularises_depth:  # depth-map fusion follows its depth: retouching re-fuses along it exactly
+            depth = regularise_depth(depth, confidence, be, REGULARISE_SIGMA)
+    outputs = tuple(None if a is None else be.to_host(a) for a in (fused, depth, confidence))
     timings["finish"] = timings.get("finish", 0.0) + time.perf_counter() - clock
     return outputs
 
 
-def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=None):
+def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=None, maps=True):
     """Focus-stack ``frames`` (a sequence of ``(Y, X[, C])`` arrays, with ``dtype`` and ``shape``).
 
     ``be`` is a backend or a list of backends (several GPUs: tiles are spread
     over them). Images whose working memory exceeds ``max_memory`` bytes
     (default: the backend's :meth:`default_budget`) are processed in
     overlapping tiles with the same result. An out-of-memory error is retried
-    with tiles half the size.
+    with tiles half the size. ``maps=False``: the caller needs the fused
+    image only; the result's depth and confidence are None, and a method
+    whose fusion does not read the depth (weighted, pyramid) skips its
+    selection, regularisation and fill (about a quarter of the work), with
+    the same fused image.
 
     Yields a :class:`Progress` per frame (per tile); returns a :class:`StackResult`.
     ``cancel`` is anything with ``is_set()`` (a ``threading.Event``).
@@ -197,12 +212,12 @@ def run_pipeline(frames, params, be, *, metadata=None, cancel=None, max_memory=N
         one_pass = tile_bytes(whole, params, channels, frames.dtype.itemsize, **plan)
         budget = min(budget, one_pass // len(backends))
     run_tile = lambda part, tile_be, stop, tile_timings: stack_tile(
-        part, params, tile_be, out_shape, stop, tile_timings, noise
+        part, params, tile_be, out_shape, stop, tile_timings, noise, maps
     )
     fused, depth, confidence, tiles = yield from run_tiles(
-        run_tile, frames, params, backends, budget, plan, cancel, timings
+        run_tile, frames, params, backends, budget, plan, cancel, timings, maps
     )
-    if FUSIONS[params.method].regularises_depth:
+    if depth is not None and FUSIONS[params.method].regularises_depth:
         # on the assembled map, on the host: tiles and devices give the same depth
         clock = time.perf_counter()
         fill_unsupported_depth(depth, confidence)

@@ -210,10 +210,12 @@ class StackResult:
     fused : ndarray
         All-in-focus image, ``(Y*s, X*s[, C])`` with ``s = scale_factor``, in
         the input's dtype.
-    depth : ndarray of float32
-        Sub-slice depth in slice units, 0 = first frame.
-    confidence : ndarray of float32
-        In [0, 1]: how clearly one slice stood out as the sharpest.
+    depth : ndarray of float32 or None
+        Sub-slice depth in slice units, 0 = first frame; None when the run
+        was asked for the fused image only (``maps=False``).
+    confidence : ndarray of float32 or None
+        In [0, 1]: how clearly one slice stood out as the sharpest; None
+        with the depth.
     params : StackParams
         The parameters used.
     device : str
@@ -232,8 +234,8 @@ class StackResult:
     """
 
     fused: np.ndarray
-    depth: np.ndarray
-    confidence: np.ndarray
+    depth: np.ndarray | None
+    confidence: np.ndarray | None
     params: StackParams
     device: str = "cpu"
     metadata: dict = field(default_factory=dict)
@@ -249,6 +251,7 @@ class StackResult:
         ``metadata["unfocused"]`` says what share of pixels was marked.
         Returns this result.
         """
+        self._need_maps("mark unfocused depth")
         mask = ~self.valid_mask(min_confidence)
         self.depth = np.where(mask, np.float32(np.nan), self.depth).astype(np.float32)
         self.metadata["unfocused"] = float(mask.mean())
@@ -260,6 +263,7 @@ class StackResult:
         reaches ``min_confidence`` (default :data:`~.depth.MIN_CONFIDENCE`, 0.1)."""
         from .depth import MIN_CONFIDENCE, unfocused_mask
 
+        self._need_maps("tell where the depth is valid")
         least = (MIN_CONFIDENCE if min_confidence is None else float(min_confidence)) ** 2
         return ~unfocused_mask(self.confidence, least=least)
 
@@ -270,9 +274,18 @@ class StackResult:
 
     @property
     def depth_um(self) -> np.ndarray | None:
-        """Depth in µm when the z step is known, else None."""
+        """Depth in µm when the z step is known (and a depth was made), else None."""
         step = self.metadata.get("z_step_um")
-        return None if step is None else self.depth * np.float32(step)
+        return None if step is None or self.depth is None else self.depth * np.float32(step)
+
+    @property
+    def has_maps(self) -> bool:
+        """Whether the run made a depth and a confidence map (not with ``maps=False``)."""
+        return self.depth is not None and self.confidence is not None
+
+    def _need_maps(self, what):
+        if not self.has_maps:
+            raise ValueError(f"cannot {what}: this result has no depth or confidence map (it was run with maps=False)")
 
     def provenance(self) -> dict[str, Any]:
         """Parameters and source facts, as stored in saved files' metadata."""
@@ -301,6 +314,8 @@ class StackResult:
         channels = self.metadata.get("channels")
         images = {}
         for role in roles:
+            if role != "fused image" and getattr(self, self.ROLES[role]) is None:
+                self._need_maps(f"save the {role}")
             if role == "fused image":
                 metadata = info if not channels else {**info, "axes": "CYX", "channels": channels}
             else:

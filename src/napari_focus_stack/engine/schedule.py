@@ -50,38 +50,48 @@ def relabel(steps, offset, total, stage="stacking"):
     return (yield from mapped(steps, lambda k: Progress(stage, offset + k + 1, total)))
 
 
-def output_arrays(frames, params):
-    """Host arrays for the whole (scaled) result, filled tile by tile."""
+def output_arrays(frames, params, maps=True):
+    """Host arrays for the whole (scaled) result, filled tile by tile (without ``maps``, depth
+    and confidence are None)."""
     s = params.scale_factor
     plane = (frames.shape[1] * s, frames.shape[2] * s)
     fused = np.empty(plane + tuple(frames.shape[3:]), dtype=frames.dtype)
+    if not maps:
+        return fused, None, None
     return fused, np.empty(plane, np.float32), np.empty(plane, np.float32)
 
 
-def stack_tiles(run_tile, frames, params, be, tiles, cancel, timings):
+def _put(outputs, parts, tile):
+    """A tile's kept part of each output into the whole (None: an output not made)."""
+    for whole, part in zip(outputs, parts):
+        if whole is not None:
+            whole[tile.write] = part[tile.keep]
+
+
+def stack_tiles(run_tile, frames, params, be, tiles, cancel, timings, maps=True):
     """Tiles one after the other on one backend; yields Progress, returns the outputs.
 
     ``run_tile(frames, be, cancel, timings)`` stacks one tile's frames: a
-    generator of frame indices returning ``(fused, depth, confidence)``.
+    generator of frame indices returning ``(fused, depth, confidence)``
+    (depth and confidence None without ``maps``).
     """
     n = len(frames)
     with be.device():  # the backend's GPU, whichever thread created the backend
         if len(tiles) == 1:
             return (yield from relabel(run_tile(frames, be, cancel, timings), 0, n))
-        outputs = output_arrays(frames, params)
+        outputs = output_arrays(frames, params, maps)
         for i, tile in enumerate(tiles):
             steps = run_tile(CroppedFrames(frames, tile.read), be, cancel, timings)
-            for whole, part in zip(outputs, (yield from relabel(steps, i * n, len(tiles) * n))):
-                whole[tile.write] = part[tile.keep]
-            steps = part = None
+            _put(outputs, (yield from relabel(steps, i * n, len(tiles) * n)), tile)
+            steps = None
             be.release_memory()  # a GPU pool's cached blocks: the next tile's sizes differ
         return outputs
 
 
-def stack_tiles_on_devices(run_tile, frames, params, backends, tiles, cancel, timings):
+def stack_tiles_on_devices(run_tile, frames, params, backends, tiles, cancel, timings, maps=True):
     """Tiles spread over several devices, one thread each; yields Progress (see :func:`stack_tiles`)."""
     total = len(tiles) * len(frames)
-    outputs = output_arrays(frames, params)
+    outputs = output_arrays(frames, params, maps)
     todo, done = queue.Queue(), queue.Queue()
     for tile in tiles:
         todo.put(tile)
@@ -103,9 +113,8 @@ def stack_tiles_on_devices(run_tile, frames, params, backends, tiles, cancel, ti
                         parts = finished.value
                         break
                     done.put(1)
-                for whole, part in zip(outputs, parts):
-                    whole[tile.write] = part[tile.keep]
-                steps = parts = part = None
+                _put(outputs, parts, tile)
+                steps = parts = None
                 be.release_memory()
 
     with ThreadPoolExecutor(len(backends), thread_name_prefix="focus-stack-device") as pool:
@@ -131,11 +140,12 @@ def stack_tiles_on_devices(run_tile, frames, params, backends, tiles, cancel, ti
     return outputs
 
 
-def run_tiles(run_tile, frames, params, backends, budget, plan, cancel, timings):
+def run_tiles(run_tile, frames, params, backends, budget, plan, cancel, timings, maps=True):
     """Plan tiles within ``budget`` and stack them on ``backends``; yields Progress.
 
     An out-of-memory error is retried with tiles half the size. Returns
-    ``(fused, depth, confidence, tiles)``.
+    ``(fused, depth, confidence, tiles)``; without ``maps`` (``run_tile``
+    makes none), depth and confidence are None.
     """
     channels = frames.shape[3] if len(frames.shape) == 4 else 1
     out_of_memory = tuple({error for b in backends for error in b.out_of_memory})
@@ -147,9 +157,9 @@ def run_tiles(run_tile, frames, params, backends, budget, plan, cancel, timings)
         )
         try:
             if len(backends) == 1:
-                steps = stack_tiles(run_tile, frames, params, backends[0], tiles, cancel, timings)
+                steps = stack_tiles(run_tile, frames, params, backends[0], tiles, cancel, timings, maps)
             else:
-                steps = stack_tiles_on_devices(run_tile, frames, params, backends, tiles, cancel, timings)
+                steps = stack_tiles_on_devices(run_tile, frames, params, backends, tiles, cancel, timings, maps)
             fused, depth, confidence = yield from steps
             break
         except out_of_memory:

@@ -25,9 +25,11 @@ class FrameStep:
         The prepared frame (scaled, float or input dtype), ``(Y, X[, C])``.
     score : array
         Its float32 focus scores; a fusion may overwrite them.
-    took_best, took_above : array of bool
+    took_best, took_above : array of bool or None
         From :meth:`~napari_focus_stack.engine.depth.SliceSelector.update`:
-        where this frame became the best, and where it lies just above the best.
+        where this frame became the best, and where it lies just above the best;
+        None when nothing is selected (a fusion without :attr:`Fusion.needs_selection`,
+        and no depth wanted).
     uncovered : array of bool or None
         Pixels this (aligned) frame has no real data for.
     floor : float
@@ -60,10 +62,17 @@ class Fusion:
         Whether the depth map is regularised by confidence afterwards
         (depth-map fusion follows its own depth exactly, so retouching can
         re-fuse along it: it is not).
+    needs_selection : bool
+        Whether it reads the depth selection: the masks of
+        :class:`FrameStep` (``took_best``, ``took_above``) and the selector
+        given to :meth:`band_finisher`. When it does not and the caller wants
+        no depth or confidence, the pipeline selects nothing and hands it
+        None for them.
     """
 
     method = ""
     regularises_depth = True
+    needs_selection = True
 
     def __init__(self, be):
         self.be = be

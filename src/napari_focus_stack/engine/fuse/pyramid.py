@@ -37,6 +37,7 @@ class PyramidFusion(Fusion):
     """
 
     method = "pyramid"
+    needs_selection = False  # the scores alone decide: the fused image does not depend on the depth
 
     def __init__(self, be, levels):
         super().__init__(be)

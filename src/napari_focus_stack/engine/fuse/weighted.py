@@ -58,6 +58,7 @@ class WeightedFusion(Fusion):
     """
 
     method = "weighted"
+    needs_selection = False  # the scores alone decide: the fused image does not depend on the depth
 
     def __init__(self, be, levels=WEIGHTED_LEVELS):
         super().__init__(be)
