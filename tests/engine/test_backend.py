@@ -61,6 +61,23 @@ def test_pyramid_round_trip_is_exact():
     np.testing.assert_allclose(band + CV.pyramid_up(down, RGB.shape), RGB, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(54, 72), (53, 72), (54, 71), (53, 71), (3, 5)], ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("channels", [(), (3,)], ids=["gray", "rgb"])
+def test_opencv_pyramid_up_is_the_zero_fill_and_interpolation_on_odd_and_even_sides(shape, channels):
+    # OpenCV's pyrUp reflects about another pixel towards an odd side: the
+    # override expands one pixel further there and cuts back
+    shape = shape + channels
+    small = RNG.random(((shape[0] + 1) // 2, (shape[1] + 1) // 2) + channels, dtype=np.float32)
+    reference = NdimageBackend.pyramid_up(CV, small, shape)  # the definition, on OpenCV's filters
+    up = CV.pyramid_up(small, shape)
+    assert up.shape == shape and up.dtype == np.float32 and up.flags.c_contiguous
+    assert np.abs(up - reference).max() <= 2e-7
+    np.testing.assert_allclose(up, ND.pyramid_up(small, shape), rtol=0, atol=1e-6)
+    out, scratch = np.full(shape, np.nan, np.float32), np.full(shape, np.nan, np.float32)
+    assert CV.pyramid_up(small, shape, out=out, scratch=scratch) is out
+    np.testing.assert_array_equal(out, up)
+
+
 def test_cpu_and_auto_without_gpu(monkeypatch):
     import sys
 

@@ -17,6 +17,36 @@ class OpenCVBackend(NdimageBackend):
         image = np.ascontiguousarray(image, dtype=np.float32)
         return self._cv2.pyrDown(image, dst=out, dstsize=size, borderType=self._cv2.BORDER_REFLECT_101)
 
+    def pyramid_up(self, image, shape, out=None, scratch=None):
+        # OpenCV's pyrUp is the same zero-fill and interpolation (reflect-101
+        # borders), 3x faster at 12 MP; towards an odd size it reflects about
+        # another pixel, so an odd side is expanded one source pixel further
+        # (the reflect-101 one, which is what the zero-filled border holds)
+        # and cut back: the same pixels, to float rounding
+        height, width = shape[:2]
+        rows, cols = image.shape[:2]
+        halved = (rows, cols) == ((height + 1) // 2, (width + 1) // 2)
+        if not halved or min(rows, cols) < 2 or image.ndim > 3 or (image.ndim == 3 and image.shape[2] > 4):
+            return super().pyramid_up(image, shape, out=out, scratch=scratch)
+        cv2, mirror = self._cv2, self._cv2.BORDER_REFLECT_101
+        image = np.ascontiguousarray(image, dtype=np.float32)
+        odd_rows, odd_cols = height % 2, width % 2
+        target = (height, width) + image.shape[2:]
+        if odd_rows or odd_cols:
+            padded = cv2.copyMakeBorder(image, 0, odd_rows, 0, odd_cols, mirror)
+            even = (2 * (rows + odd_rows), 2 * (cols + odd_cols))
+            up = cv2.pyrUp(padded, dstsize=even[::-1], borderType=mirror).reshape(even + image.shape[2:])
+            up = up[:height, :width]
+        else:
+            direct = out is not None and out.dtype == np.float32 and out.flags.c_contiguous and out.shape == target
+            up = cv2.pyrUp(image, dst=out if direct else None, dstsize=(width, height), borderType=mirror)
+            up = up.reshape(target)
+        if out is None:
+            return np.ascontiguousarray(up)
+        if not np.shares_memory(up, out):
+            out[...] = up
+        return out
+
     #: Aligned frames are warped by OpenCV on the read-ahead thread.
     warps_on_device = False
 
