@@ -33,6 +33,10 @@ a mistake would otherwise only show on a GPU:
   compiler rejects it does. A fresh install forgets which devices ran the
   backend's test kernel, as a new process does.
 
+Once installed, ``cupy`` is in ``sys.modules``: ``device="auto"`` then asks
+it even on a machine without NVIDIA's driver, as for any CuPy already
+imported (``engine/backend/gpu.py``, ``nvidia_driver_found``).
+
 It is not a simulator of CUDA's timing or streams: it checks what code does
 to arrays, not how fast it is.
 """

@@ -88,6 +88,62 @@ def test_cpu_and_auto_without_gpu(monkeypatch):
     assert not ok and "CuPy is not installed" in why
 
 
+@pytest.fixture
+def no_cupy_imported(monkeypatch):
+    """A process that has not imported CuPy (a real CuPy stays installed): its modules are taken out."""
+    import sys
+
+    for name in [n for n in sys.modules if n == "cupy" or n.startswith(("cupy.", "cupyx", "cupy_backends"))]:
+        monkeypatch.delitem(sys.modules, name)
+
+
+def driver(monkeypatch, found):
+    """The NVIDIA driver's library found (True) or missing (False) on this machine."""
+    from napari_focus_stack.engine.backend import gpu
+
+    monkeypatch.setattr(gpu, "_driver_library_loads", lambda: found)
+
+
+def test_auto_without_nvidia_driver_does_not_import_cupy(no_cupy_imported, monkeypatch):
+    import sys
+
+    import napari_focus_stack.engine.backend as backend
+
+    asked = []
+    monkeypatch.setattr(backend, "_cupy_backend", lambda index: asked.append(index) or CV)
+    driver(monkeypatch, False)
+    assert get_backend("auto").name == "cpu" and backend.get_backends("auto")[0].name == "cpu"
+    assert asked == [] and "cupy" not in sys.modules
+    # a GPU asked for by name is still CuPy's to refuse, with its reason
+    assert get_backend("gpu") is CV and asked == [0]
+    driver(monkeypatch, True)  # a driver: CuPy is asked, as before
+    asked.clear()
+    assert get_backend("auto") is CV and asked == [0]
+
+
+def test_auto_with_the_cupy_stand_in_needs_no_driver(fake_gpu, monkeypatch):
+    # CuPy (here its stand-in) already imported costs nothing to ask: the driver check steps aside
+    driver(monkeypatch, False)
+    fake_gpu()
+    assert get_backend("auto").name == "gpu:0"
+
+
+def test_nvidia_driver_library_by_platform(no_cupy_imported, monkeypatch):
+    import sys
+
+    from napari_focus_stack.engine.backend import gpu
+
+    assert gpu.DRIVER_LIBRARIES == {"linux": "libcuda.so.1", "win32": "nvcuda.dll"}
+    gpu._driver_library_loads.cache_clear()
+    monkeypatch.setitem(gpu.DRIVER_LIBRARIES, sys.platform, "libno-such-driver-here.so.1")
+    try:
+        assert gpu.nvidia_driver_found() is False  # a library that is not there
+    finally:
+        gpu._driver_library_loads.cache_clear()
+    monkeypatch.setattr(gpu, "DRIVER_LIBRARIES", {})  # a platform without a known library (macOS): CuPy answers
+    assert gpu.nvidia_driver_found() is True
+
+
 @pytest.mark.parametrize("device", ["gpu", "gpu:1"])
 def test_gpu_without_cupy_says_how_to_install(monkeypatch, device):
     import sys

@@ -22,6 +22,7 @@ checks that it can run kernels) with its CUDA source in :mod:`.kernels`, and
 :mod:`.memory` (the host's memory and page policy).
 """
 
+from . import gpu as _gpu
 from .base import NdimageBackend, box_kernel, gaussian_kernel
 from .gpu import CupyBackend, DeviceUnavailableError, _cupy_backend
 from .memory import MemoryPolicy, _hugepage_switch, host_available_memory, small_pages  # noqa: F401  (_hugepage_switch: tests read it)
@@ -47,12 +48,16 @@ def get_backend(device="auto"):
     """Backend for ``device``: ``"auto"``, ``"cpu"``, ``"gpu"``, ``"gpu:N"`` (``"gpu:all"``: the first).
 
     ``"auto"`` uses the first GPU when CuPy imports and a device answers, and
-    the CPU otherwise; :func:`gpu_status` tells why a GPU was not used.
+    the CPU otherwise; :func:`gpu_status` tells why a GPU was not used. On a
+    machine without NVIDIA's driver, ``"auto"`` does not import CuPy at all
+    (:func:`~.gpu.nvidia_driver_found`).
     """
     device = str(device).lower()
     if device == "cpu":
         return OpenCVBackend()
     if device == "auto":
+        if not _gpu.nvidia_driver_found():
+            return OpenCVBackend()
         try:
             return _cupy_backend(0)
         except DeviceUnavailableError:
