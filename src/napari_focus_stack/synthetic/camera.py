@@ -80,3 +80,20 @@ def _expose(image, gain, noise, rng, dtype):
         grain *= np.float32(noise)
         signal += grain
     return _quantise(signal, dtype)
+
+
+def move_frames(frames, transforms):
+    """``frames`` (reference geometry) seen through ``transforms``, in their dtype.
+
+    Each frame is sampled as :func:`_warp_to_frame` does and rounded back to
+    the frames' dtype; the reference frame (identity) is kept as it is.
+    """
+    moved = np.empty_like(frames)
+    full = full_scale(frames.dtype)
+    for k, (frame, transform) in enumerate(zip(frames, transforms)):
+        if np.array_equal(transform, np.eye(3)):
+            moved[k] = frame
+            continue
+        warped = _warp_to_frame(frame.astype(np.float32) / np.float32(full), transform)
+        moved[k] = _quantise(warped, frames.dtype)
+    return moved

@@ -14,6 +14,7 @@ dim 16-bit data, so that no single model's quirks decide what wins.
 
 import numpy as np
 
+from .camera import _frame_transforms, move_frames
 from .fluorescence import blob_emitters, filament_emitters, render_fluorescence
 from .layered import Layer, curve_mask, ellipse_mask, polygon_mask, random_curve, render_layers
 from .surface import SimulatedStack, simulate_stack
@@ -289,7 +290,9 @@ def describe_family(family):
     return _FAMILIES[family][1]
 
 
-def simulate_scene(family, shape=(256, 256), n_slices=12, *, seed=0):
+def simulate_scene(
+    family, shape=(256, 256), n_slices=12, *, seed=0, jitter=0.0, breathing=0.0, rotation=0.0, drift=0.0
+):
     """Render one stack of a scene ``family``, with its truth.
 
     Parameters
@@ -302,17 +305,35 @@ def simulate_scene(family, shape=(256, 256), n_slices=12, *, seed=0):
         At least 4.
     seed : int, optional
         The same seed gives the same stack.
+    jitter, breathing, rotation, drift : float, optional
+        Camera motion, as :func:`simulate_stack` takes it: each frame is
+        moved by its transform after it is rendered (the truth stays in the
+        reference geometry, the middle frame's).
 
     Returns
     -------
     SimulatedStack
         With ``boundary`` for layered scenes, ``mask`` and ``data_range`` for
         fluorescence (see :class:`SimulatedStack`).
+
+    Examples
+    --------
+    >>> sim = simulate_scene("clutter", shape=(64, 64), n_slices=6, drift=4.0, seed=2)
+    >>> round(float(np.hypot(*(sim.transforms[-1] - sim.transforms[0])[:2, 2])), 2)
+    4.0
     """
     if family not in _FAMILIES:
         raise ValueError(f"family must be one of {', '.join(SCENE_FAMILIES)}, got {family!r}")
     if n_slices < 4:
         raise ValueError(f"n_slices must be at least 4, got {n_slices}")
-    sim = _FAMILIES[family][0](_check_shape(shape), int(n_slices), int(seed))
+    shape = _check_shape(shape)
+    sim = _FAMILIES[family][0](shape, int(n_slices), int(seed))
     sim.params["family"] = family
+    motion = dict(jitter=jitter, breathing=breathing, rotation=rotation, drift=drift)
+    if any(motion.values()):
+        reference = sim.params["reference"]
+        rng = np.random.default_rng([seed, 1])
+        sim.transforms = _frame_transforms(shape, int(n_slices), reference, **motion, rng=rng)
+        sim.frames = move_frames(sim.frames, sim.transforms)
+        sim.params.update(motion)
     return sim
