@@ -1,7 +1,14 @@
-"""Checks of an estimated alignment against the stack itself: do distant frames agree?
+"""Checks of an estimated alignment against the stack itself: does it explain the frames, do distant frames agree?
 
-Neighbouring frames are registered with each other and the steps chained, so
-a small error on every step adds up over a long stack. Two causes are common
+Neighbouring frames of a focus stack differ by defocus as well as by motion,
+and defocus alone makes registration report motion: a fraction of a pixel
+per step, always in the same direction, which chaining adds up to pixels
+(tens of pixels on long stacks of blurred frames). :func:`explained_share`
+asks how much of the difference between neighbours the motion explains:
+real motion, even half a pixel of jitter, explains a large share; defocus
+leaves the correlation of neighbours almost as it was without any motion.
+
+Chained steps can also be wrong for other reasons. Two causes are common
 on stacks that do not move: a confocal or light-sheet section shows other
 structures than its neighbours (content change), and a step that could not
 be measured is bridged by a guess. Real motion, on the other hand, adds up
@@ -23,6 +30,92 @@ from .pairwise import _centred, _interior, _level_margin, _level_matrix, _warp_i
 CHECK_SIDE = 256
 #: At most this many frame pairs per separation are compared.
 _MAX_PAIRS = 24
+#: Motion that explains less than this share of the differences between
+#: neighbouring frames (mean over steps) is taken for defocus, not applied,
+#: on registration images of 256 px (:func:`min_explained` for others).
+MIN_EXPLAINED = 0.05
+#: The steady part of the motion, where the bias of defocus lives, must
+#: explain at least this share of what the frame-to-frame motion leaves
+#: (256 px; scaled like :data:`MIN_EXPLAINED`).
+MIN_STEADY_EXPLAINED = 0.1
+#: Long side (px) of the registration images the two shares are set for.
+_SHARE_SIDE = 256
+
+
+def min_explained(shape, share=MIN_EXPLAINED):
+    """The share of the neighbours' differences motion must explain on registration images of ``shape``.
+
+    The bias of defocus is a displacement of about the blur change per
+    slice, in registration pixels; on larger images the same optics blur
+    fewer of them, while a real motion covers more, so less evidence is
+    needed: ``share * (256 / side)^1.5``. Measured on still stacks of the 13
+    families, 32 frames: defocus explained at most 0.040 at 256 px (asked
+    0.05), 0.009 at 512 (asked 0.018), 0.005 at 768 (asked 0.0096); 3 %
+    breathing explained 0.013-0.022, 0.022-0.058 and 0.044-0.066
+    (benchmarks/static_alignment.py, docs/ALGORITHMS.md).
+    """
+    return share * (_SHARE_SIDE / max(shape[:2])) ** 1.5
+
+
+#: Stacks of at least this many frames have their motion split into a
+#: steady part and the frame-to-frame rest (:func:`steady_part`).
+MIN_TREND_FRAMES = 8
+#: Highest degree of the polynomial (in the frame index) of the steady part.
+_TREND_DEGREE = 3
+
+
+def steady_part(transforms):
+    """The slowly varying part of ``transforms``: a low-degree polynomial fit in the frame index.
+
+    Breathing, drift and the bias of registration between differently
+    blurred frames change steadily along the stack; hand-held jitter and
+    vibration change from frame to frame. Each of the six affine entries is
+    fitted by a polynomial of degree up to :data:`_TREND_DEGREE` (fewer for
+    short stacks, so that it cannot follow the jitter).
+
+    Parameters
+    ----------
+    transforms : ndarray
+        ``(Z, 3, 3)`` affine matrices.
+
+    Returns
+    -------
+    ndarray
+        ``(Z, 3, 3)``.
+    """
+    transforms = np.asarray(transforms, float)
+    n = len(transforms)
+    degree = min(_TREND_DEGREE, max(0, (n - 1) // 4))
+    index = np.arange(n, dtype=float)
+    entries = transforms[:, :2, :].reshape(n, 6)
+    coefficients = np.polynomial.polynomial.polyfit(index, entries, degree)
+    steady = np.tile(np.eye(3), (n, 1, 1))
+    steady[:, :2, :] = np.polynomial.polynomial.polyval(index, coefficients).T.reshape(n, 2, 3)
+    return steady
+
+
+def explained_share(aligned, unaligned, usable):
+    """Mean share of the neighbours' mismatch that undoing each step's motion removes.
+
+    Parameters
+    ----------
+    aligned, unaligned : ndarray
+        ``(Z - 1,)`` normalised correlation of each pair of neighbours with
+        their step undone and as they are.
+    usable : ndarray of bool
+        Steps that were measured (the others are left out).
+
+    Returns
+    -------
+    float
+        ``mean((aligned - unaligned) / (1 - unaligned))`` over usable steps:
+        0 when the motion changes nothing, 1 when it accounts for every
+        difference; 1 when no step is usable (nothing to doubt).
+    """
+    aligned, unaligned = np.asarray(aligned, float)[usable], np.asarray(unaligned, float)[usable]
+    if not len(aligned):
+        return 1.0
+    return float(np.mean((aligned - unaligned) / np.maximum(1 - unaligned, 1e-3)))
 
 
 @dataclass
@@ -95,8 +188,8 @@ def distant_agreement(small, transforms, shape, level):
             moving = _level_matrix(chained, 0, level)
             scores.append(
                 (
-                    _correlation(small[a], small[a + s], moving, margin),
-                    _correlation(small[a], small[a + s], np.eye(3), margin),
+                    correlation(small[a], small[a + s], moving, margin),
+                    correlation(small[a], small[a + s], np.eye(3), margin),
                 )
             )
         aligned.append(float(np.mean([q for q, _ in scores])))
@@ -104,7 +197,7 @@ def distant_agreement(small, transforms, shape, level):
     return Agreement(steps, aligned, unaligned)
 
 
-def _correlation(fixed, moving, matrix, margin):
+def correlation(fixed, moving, matrix, margin):
     """Normalised correlation of ``fixed`` with ``moving`` sampled at ``matrix @ p``, on the usable overlap."""
     template, offset = _interior(np.asarray(fixed, np.float32), margin)
     if min(template.shape) < 4:

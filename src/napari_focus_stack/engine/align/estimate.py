@@ -8,9 +8,18 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..warp import rescale_transforms
-from .check import check_level, distant_agreement
+from .check import (
+    MIN_STEADY_EXPLAINED,
+    MIN_TREND_FRAMES,
+    check_level,
+    correlation,
+    distant_agreement,
+    explained_share,
+    min_explained,
+    steady_part,
+)
 from .images import _pyramid
-from .pairwise import _check_mode, _corner_distance, _register
+from .pairwise import _check_mode, _corner_distance, _level_margin, _register
 
 #: A step whose normalised correlation after registration is below this
 #: has not registered (a blank or unrelated frame correlates near 0).
@@ -50,6 +59,11 @@ class AlignmentResult:
     agreement : Agreement or None
         How alike distant frames are with the chained motion undone and
         without (:func:`~.check.distant_agreement`); None for short stacks.
+    unaligned_quality : ndarray of float64 or None
+        ``(Z - 1,)`` normalised correlation of neighbours as they are, to
+        compare with ``quality`` (:func:`~.check.explained_share`).
+    explained : float or None
+        Share of the neighbours' differences the motion explains.
     """
 
     transforms: np.ndarray
@@ -59,6 +73,8 @@ class AlignmentResult:
     failed: list = field(default_factory=list)
     messages: list = field(default_factory=list)
     agreement: object = None
+    unaligned_quality: np.ndarray = None
+    explained: float = None
 
 
 # --------------------------------------------------------------------------
@@ -164,21 +180,35 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
     level = check_level(pyramids[0])
     small = [None] * n  # each frame at the check's level, for comparing distant frames
 
+    margin = _level_margin(pyramids.shape, 0)
+
     def step(k):  # each pair on its own: both pyramids built here, in parallel with the others
         fixed, moving = pyramids.build(k), pyramids.build(k + 1)
         small[k], small[k + 1] = fixed[level], moving[level]
-        return _register(fixed, moving, mode, None)
+        matrix, quality = _register(fixed, moving, mode, None)
+        return matrix, quality, correlation(fixed[0], moving[0], np.eye(3), margin)
 
     steps = in_parallel(step, range(n - 1))
     shape = pyramids.shape
-    matrices = [matrix for matrix, _ in steps]
-    quality = np.array([q for _, q in steps])
+    matrices = [matrix for matrix, _, _ in steps]
+    quality = np.array([q for _, q, _ in steps])
+    unaligned = np.array([q for _, _, q in steps])
     messages = []
     usable = _recheck_steps(matrices, quality, pyramids, mode, messages)
     transforms, failed = _compose(matrices, usable, reference, pyramids, mode, messages)
     transforms = transforms @ np.linalg.inv(transforms[reference])
+    explained = explained_share(quality, unaligned, usable)
     agreement = distant_agreement(small, transforms, shape, level)
-    if agreement is not None and not agreement.supported:
+    needed = min_explained(shape)
+    if explained < needed:
+        # Defocus alone: the steps are the small, steady drift registration
+        # reports between differently blurred frames (docs/ALGORITHMS.md).
+        messages.append(
+            f"the estimated motion explains {explained:.1%} of the differences between neighbouring frames "
+            f"(less than {needed:.1%}): taken as defocus, not motion; frames used as they are"
+        )
+        transforms, failed = np.tile(np.eye(3), (n, 1, 1)), []
+    elif agreement is not None and not agreement.supported:
         # Chained steps that distant frames contradict: content that changes
         # from section to section, or steps bridged by guesses, not motion.
         messages.append(
@@ -186,10 +216,44 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
             "taken as changing content, not motion; frames used as they are"
         )
         transforms, failed = np.tile(np.eye(3), (n, 1, 1)), []
+    elif n >= MIN_TREND_FRAMES:
+        transforms = _without_unexplained_trend(images, transforms, quality, usable, reference, margin, messages)
     if full_shape is not None:
         transforms = rescale_transforms(transforms, shape, full_shape)
     transforms[reference] = np.eye(3)  # exactly, without rounding: warp_frame then skips it
-    return AlignmentResult(transforms, reference, mode, quality, failed, messages, agreement)
+    return AlignmentResult(transforms, reference, mode, quality, failed, messages, agreement, unaligned, explained)
+
+
+def _without_unexplained_trend(images, transforms, quality, usable, reference, margin, messages):
+    """``transforms`` without their steady part when it explains too little, else as they are.
+
+    The steady part (:func:`~.check.steady_part`) holds breathing and drift,
+    and also the steady bias of registration between differently blurred
+    frames, which frame-to-frame motion does not have. It is kept when it
+    explains at least :data:`~.check.MIN_EXPLAINED` of what the
+    frame-to-frame motion leaves of the neighbours' differences.
+    """
+    n = len(transforms)
+    steady = steady_part(transforms)
+    rest = transforms @ np.linalg.inv(steady)
+    rest = rest @ np.linalg.inv(rest[reference])
+
+    def correlation_without_steady(k):
+        fixed, moving = (np.asarray(images[j], dtype=np.float32) for j in (k, k + 1))
+        return correlation(fixed, moving, rest[k + 1] @ np.linalg.inv(rest[k]), margin)
+
+    without = np.array(in_parallel(correlation_without_steady, range(n - 1)))
+    share = explained_share(quality, without, usable)
+    shape = np.shape(images[0])
+    needed = min_explained(shape, MIN_STEADY_EXPLAINED)
+    if share >= needed:
+        return transforms
+    size = max(_corner_distance(matrix, np.eye(3), shape) for matrix in steady @ np.linalg.inv(steady[reference]))
+    messages.append(
+        f"the steady part of the motion ({size:.1f} px) explains {share:.1%} of what the frame-to-frame motion "
+        f"leaves (less than {needed:.1%}): taken as defocus; only the frame-to-frame motion is corrected"
+    )
+    return rest
 
 
 def _trend(matrices, usable, index, count=1):
