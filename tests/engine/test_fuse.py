@@ -148,7 +148,7 @@ def fuse_through_the_interface(method, frames):
         took_best, took_above = selector.update(BE.gaussian(score, 4.0))
         fusion.update(FrameStep(frame, score, took_best, took_above))
     fusion.release_frames()
-    depth, _, fused = finish_in_bands(selector, fusion.band_finisher(selector), np.float32, BE)
+    depth, _, _, fused = finish_in_bands(selector, fusion.band_finisher(selector), np.float32, BE)
     return depth, (fusion.finish(np.float32) if fused is None else fused)
 
 

@@ -74,28 +74,32 @@ def band_rows(height):
     return max(16, min(256, height // 16))
 
 
-def finish_in_bands(selector, fuse_rows, dtype, be, floor=0.0):
-    """Depth, confidence and fused image, computed band by band.
+def finish_in_bands(selector, fuse_rows, dtype, be, floor=0.0, weights=False):
+    """Depth, confidence, regularisation weights and fused image, computed band by band.
 
     ``fuse_rows(rows, depth)`` gives the fused float32 pixels of a band;
-    without it, the fused image is None.
+    without it, the fused image is None. The weights
+    (:meth:`SliceSelector.regularisation_weights`) are None unless asked for.
     """
     xp = be.xp
     shape = selector.best.shape
     depth = xp.empty(shape, dtype=xp.float32)
     confidence = xp.empty(shape, dtype=xp.float32)
+    capped = xp.empty(shape, dtype=xp.float32) if weights else None
     fused = None
     step = be.memory.rows_per_band(shape[1], band_rows(shape[0]))
     for start in range(0, shape[0], step):
         rows = slice(start, start + step)
         depth[rows], confidence[rows] = selector.finish(rows, floor)
+        if weights:
+            capped[rows] = selector.regularisation_weights(confidence[rows], rows)
         if fuse_rows is None:
             continue
         pixels = fuse_rows(rows, depth[rows])
         if fused is None:
             fused = xp.empty(shape + pixels.shape[2:], dtype=dtype)
         fused[rows] = to_dtype(pixels, dtype, be)
-    return depth, confidence, fused
+    return depth, confidence, capped, fused
 
 
 def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None, maps=True):
@@ -164,14 +168,18 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None, maps=
         if noise is not None:
             floor = max(noise.floor(k, params.radius, params.scale_factor) for k in range(len(frames)))
         fusion.release_frames()
-        depth, confidence, fused = finish_in_bands(selector, fusion.band_finisher(selector), frames.dtype, be, floor)
+        regularise = maps and fusion.regularises_depth  # depth-map fusion follows its depth exactly
+        depth, confidence, weights, fused = finish_in_bands(
+            selector, fusion.band_finisher(selector), frames.dtype, be, floor, weights=regularise
+        )
         if fused is None:  # the pyramids are collapsed whole
             selector = None  # its per-pixel state, freed first
             fused = fusion.finish(frames.dtype)
         if not maps:  # selected for the fusion's sake only
             depth = confidence = None
-        elif fusion.regularises_depth:  # depth-map fusion follows its depth: retouching re-fuses along it exactly
-            depth = regularise_depth(depth, confidence, be, REGULARISE_SIGMA)
+        elif regularise:
+            depth = regularise_depth(depth, weights, be, REGULARISE_SIGMA)
+        weights = None
     outputs = tuple(None if a is None else be.to_host(a) for a in (fused, depth, confidence))
     timings["finish"] = timings.get("finish", 0.0) + time.perf_counter() - clock
     return outputs

@@ -70,15 +70,15 @@ def working_bytes_per_pixel(channels, itemsize, params, device_warp=False):
     raw part of the frame, its warped float copy and the rounded result.
     """
     frame = channels * itemsize
-    # best/below/above/total, index, focus and depth-selection buffers, grey, masks
-    select = 4 * 4 + 2 + 3 * 4 + 2 * 4 + 4 + 2
+    # best/below/above/total/width, index, focus and depth-selection buffers, grey, masks
+    select = 5 * 4 + 2 + 3 * 4 + 2 * 4 + 4 + 2
     fuse = FUSIONS[params.method].bytes_per_pixel(channels, itemsize)
     if params.scale_factor > 1:
         fuse += channels * 4  # up-sampled float frame
     raw = 2 * frame / params.scale_factor**2  # decoded frame and the one read ahead
     if device_warp:
         raw += 2 * frame + 2 * channels * 4
-    outputs = 8 + frame  # the tile's depth, confidence and fused image
+    outputs = 12 + frame  # the tile's depth, confidence, regularisation weights and fused image
     # a quarter more, for what the count leaves out (bands being finished,
     # the decoder's buffers)
     return 1.25 * (select + fuse + raw + outputs)
