@@ -383,3 +383,34 @@ def test_steady_part_follows_ramps_not_jitter():
     jitter = simulate_stack((64, 64), 16, texture="noise", jitter=1.0, seed=1).transforms
     rest = jitter[:, :2, 2] - steady_part(jitter)[:, :2, 2]
     assert np.std(rest) > 0.6 * np.std(jitter[:, :2, 2])  # a cubic cannot follow 16 random shifts
+
+
+def test_a_still_stack_is_told_from_a_sample_of_pairs(monkeypatch):
+    from napari_focus_stack import focus_stack
+    from napari_focus_stack.engine.align import policy
+
+    sim = simulate_scene("clutter", (256, 256), 24, seed=0)
+    reduced = []
+    original = policy.registration_image
+    monkeypatch.setattr(policy, "registration_image", lambda frame: reduced.append(frame.shape) or original(frame))
+    result = focus_stack(sim.frames, device="cpu")
+    assert len(reduced) == 16  # 8 pairs registered, not 23
+    messages = result.metadata["alignment"]["messages"]
+    assert messages == [messages[0]] and messages[0].startswith("motion checked on 8 pairs of neighbours")
+    assert messages[0].endswith("frames used as they are")
+    # what estimating every pair decides too: no motion; the exposure from the same small copies
+    monkeypatch.setattr(policy, "SAMPLE_MIN_FRAMES", 10**9)
+    whole = focus_stack(sim.frames, device="cpu")
+    assert whole.metadata["alignment"]["messages"][-1].endswith("taken as defocus, not motion; frames used as they are")
+    np.testing.assert_array_equal(result.transforms, whole.transforms)
+    np.testing.assert_allclose(result.metadata["alignment"]["gains"], whole.metadata["alignment"]["gains"], atol=1e-4)
+    assert np.abs(result.fused.astype(int) - whole.fused).max() <= 1
+
+
+def test_a_sample_of_pairs_sees_jitter_and_drift():
+    from napari_focus_stack.engine.align.policy import looks_still
+    from napari_focus_stack.io import open_stack
+
+    for motion in (dict(jitter=0.5), dict(drift=12.0)):
+        sim = simulate_scene("clutter", (256, 256), 24, seed=0, **motion)
+        assert looks_still(open_stack(sim.frames), "similarity") is None, motion

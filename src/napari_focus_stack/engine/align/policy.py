@@ -13,10 +13,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..result import Progress, StackCancelled
-from .estimate import estimate_transforms
+from .check import MIN_STEADY_EXPLAINED, correlation, explained_share, min_explained
+from .estimate import _MIN_QUALITY, AlignmentResult, estimate_transforms, in_parallel
 from .exposure import GAIN_MAX_SIDE, estimate_gains, shrink
 from .frames import AlignedFrames
-from .images import REGISTRATION_MAX_SIDE, registration_image
+from .images import REGISTRATION_MAX_SIDE, _pyramid, registration_image
+from .pairwise import _level_margin, _register
 
 
 def _check_cancel(cancel):
@@ -33,6 +35,11 @@ def align_frames(frames, params, cancel):
     n = len(frames)
     if params.reference is not None and params.reference >= n:
         raise ValueError(f"reference frame {params.reference} is not one of the {n} frames (0 to {n - 1})")
+    full_shape = tuple(frames.shape[1:3])
+    if n >= SAMPLE_MIN_FRAMES:
+        still = looks_still(frames, params.align, cancel)
+        if still is not None:  # exposure only, from small copies: far cheaper than registering every pair
+            return (yield from _still_stack(frames, params, still, full_shape, cancel))
 
     # Kept per frame: its registration image (long side <= 1024 px) and a
     # small copy for exposure (<= 256 px); not the frame itself. Frames are
@@ -55,7 +62,6 @@ def align_frames(frames, params, cancel):
             for future in pending:
                 future.cancel()
     _check_cancel(cancel)
-    full_shape = tuple(frames.shape[1:3])
     alignment = estimate_transforms(images, params.align, params.reference, full_shape=full_shape)
     del images
     if alignment.agreement is not None and not alignment.agreement.supported:
@@ -71,6 +77,87 @@ def align_frames(frames, params, cancel):
 #: Threads reading and reducing frames for alignment: few, since each may
 #: hold a whole decoded frame.
 READ_THREADS = max(1, min(4, os.cpu_count() or 1))
+#: Stacks of at least this many frames are first checked for motion on
+#: :data:`SAMPLE_PAIRS` pairs of neighbours spread over the stack.
+SAMPLE_MIN_FRAMES = 24
+SAMPLE_PAIRS = 8
+
+
+def looks_still(frames, mode, cancel=None):
+    """Whether a sample of neighbouring pairs shows no motion worth estimating.
+
+    :data:`SAMPLE_PAIRS` pairs spread over the stack are registered as
+    :func:`estimate_transforms` registers neighbours, and judged as it
+    judges a whole stack: the stack counts as still when every pair
+    registered and their motion explains less than
+    :func:`~.check.min_explained` of their differences, or when its steady
+    part (the steps' mean) explains too little of what the rest leaves and
+    the rest too little of the differences. Motion present everywhere
+    (breathing, drift, jitter) shows in any sample, so the other pairs need
+    not be registered; motion confined to a few frames may be missed.
+
+    Returns
+    -------
+    str or None
+        The message saying so, or None when the stack must be estimated whole.
+    """
+    n = len(frames)
+    starts = np.unique(np.linspace(0, n - 2, SAMPLE_PAIRS).round().astype(int))
+
+    def pair(k):
+        _check_cancel(cancel)
+        fixed, moving = (registration_image(frames.reduced(j, REGISTRATION_MAX_SIDE)) for j in (k, k + 1))
+        matrix, quality = _register(_pyramid(fixed), _pyramid(moving), mode, None)
+        return fixed, moving, matrix, quality
+
+    pairs = in_parallel(pair, starts, threads=READ_THREADS)
+    quality = np.array([q for *_, q in pairs])
+    if not np.all(quality >= _MIN_QUALITY):
+        return None
+    shape = pairs[0][0].shape
+    margin = _level_margin(shape, 0)
+    every = np.ones(len(pairs), bool)
+    unaligned = np.array([correlation(a, b, np.eye(3), margin) for a, b, _, _ in pairs])
+    share, needed = explained_share(quality, unaligned, every), min_explained(shape)
+    if share < needed:
+        return (
+            f"motion checked on {len(pairs)} pairs of neighbours: it explains {share:.1%} of their differences "
+            f"(less than {needed:.1%}): taken as defocus; frames used as they are"
+        )
+    steady = np.mean([matrix for *_, matrix, _ in pairs], axis=0)
+    rest = [matrix @ np.linalg.inv(steady) for *_, matrix, _ in pairs]
+    without = np.array([correlation(a, b, r, margin) for (a, b, _, _), r in zip(pairs, rest)])
+    steady_share = explained_share(quality, without, every)
+    rest_share = explained_share(without, unaligned, every)
+    if steady_share < min_explained(shape, MIN_STEADY_EXPLAINED) and rest_share < needed:
+        return (
+            f"motion checked on {len(pairs)} pairs of neighbours: its steady part explains {steady_share:.1%} of "
+            f"what the rest leaves and the rest {rest_share:.1%} of their differences: taken as defocus; "
+            "frames used as they are"
+        )
+    return None
+
+
+def _still_stack(frames, params, message, full_shape, cancel):
+    """The alignment of a stack :func:`looks_still` found still: identity, and exposure from small copies."""
+    n = len(frames)
+    small = []
+    with ThreadPoolExecutor(min(READ_THREADS, n), thread_name_prefix="focus-stack-reduce") as pool:
+        pending = [pool.submit(frames.reduced, k, GAIN_MAX_SIDE) for k in range(n)]
+        try:
+            for k, future in enumerate(pending):
+                _check_cancel(cancel)
+                small.append(shrink(future.result(), GAIN_MAX_SIDE))
+                yield Progress("aligning", k + 1, n)
+        finally:
+            for future in pending:
+                future.cancel()
+    reference = n // 2 if params.reference is None else int(params.reference)
+    identity = np.tile(np.eye(3), (n, 1, 1))
+    alignment = AlignmentResult(identity, reference, params.align, np.full(n - 1, np.nan), messages=[message])
+    gains, offsets = estimate_gains(small, identity, reference, full_shape=full_shape)
+    return alignment, AlignedFrames(frames, *negligible_as_none(alignment, gains, offsets, full_shape))
+
 
 #: Below this (largest corner displacement over the stack, in px) frames are
 #: used as they are: resampling would blur them more than the motion does,
