@@ -30,8 +30,10 @@ is the identity.
 
 The work is split by concern: :mod:`.images` (registration images and
 pyramids), :mod:`.pairwise` (two images), :mod:`.estimate` (the whole
-stack), :mod:`.exposure` (gains and offsets), :mod:`.frames` (a stack seen
-through its alignment); the warping and coverage geometry they share is
+stack), :mod:`.check` (how much of an estimate the frames support: defocus
+alone makes registration report motion), :mod:`.exposure` (gains and
+offsets), :mod:`.frames` (a stack seen through its alignment), :mod:`.policy`
+(what is estimated and applied); the warping and coverage geometry they share is
 :mod:`napari_focus_stack.engine.warp`.
 """
 
