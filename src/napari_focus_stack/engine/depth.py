@@ -16,8 +16,9 @@ MISSING = -1.0
 #: regularisation: their weight is capped at ``(WIDTH_REFERENCE / W)^2``
 #: (:meth:`SliceSelector.regularisation_weights`). Confocal sections of
 #: overlapping nuclei score high over many slices; their peak is a guess
-#: among them (cells3d speckle 17.7 % -> 7.3 % with the cap, no family of
-#: the suite worse by 0.001 slice: benchmarks/width_confidence.py).
+#: among them (cells3d speckle 10.3 % -> 2.7 % with the cap, mito 0.8 % ->
+#: 0.2 %, the suite's depth RMSE unchanged at two decimals; exponent 3 cost
+#: a family 0.02 slices: benchmarks/width_confidence.py, RESULTS.md).
 WIDTH_REFERENCE = 2.0
 
 
@@ -74,8 +75,8 @@ class SliceSelector:
         xp.greater(score, best, out=took_best)
         # width: sum of (s / best)^p, rescaled by (old best / new best)^p where the best changes
         ratio = xp.where(took_best, best, score) / xp.maximum(xp.where(took_best, score, best), xp.float32(1e-30))
-        ratio *= ratio  # (s / best)^4 by two exact squarings: pow() may differ by an ulp from lane to lane,
-        ratio *= ratio  # and tiles must give the whole image's result to the bit
+        ratio *= ratio  # (s / best)^4 as two squarings: plain IEEE products, the same on every
+        ratio *= ratio  # backend and in every vector lane (pow() need not be)
         width = self.width[rows]
         width[...] = xp.where(took_best, width * ratio + xp.float32(1), width + ratio)
         xp.copyto(best, score, where=took_best)

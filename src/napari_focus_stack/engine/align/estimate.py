@@ -230,8 +230,10 @@ def _without_unexplained_trend(images, transforms, quality, usable, reference, m
     The steady part (:func:`~.check.steady_part`) holds breathing and drift,
     and also the steady bias of registration between differently blurred
     frames, which frame-to-frame motion does not have. It is kept when it
-    explains at least :data:`~.check.MIN_EXPLAINED` of what the
-    frame-to-frame motion leaves of the neighbours' differences.
+    explains at least :func:`~.check.min_explained` of
+    :data:`~.check.MIN_STEADY_EXPLAINED` (twice the share asked of the
+    whole motion) of what the frame-to-frame motion leaves of the
+    neighbours' differences.
     """
     n = len(transforms)
     steady = steady_part(transforms)
