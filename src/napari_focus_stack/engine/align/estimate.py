@@ -126,6 +126,12 @@ def in_parallel(function, items, threads=ALIGN_THREADS):
         return list(pool.map(function, items))
 
 
+def register_neighbours(fixed, moving, mode, margin):
+    """The step between two neighbours' pyramids, its correlation, and their correlation as they are."""
+    matrix, quality = _register(fixed, moving, mode, None)
+    return matrix, quality, correlation(fixed[0], moving[0], np.eye(3), margin)
+
+
 def estimate_transforms(images, mode="similarity", reference=None, *, full_shape=None):
     """Transforms from the reference frame to every frame of a stack.
 
@@ -185,8 +191,7 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
     def step(k):  # each pair on its own: both pyramids built here, in parallel with the others
         fixed, moving = pyramids.build(k), pyramids.build(k + 1)
         small[k], small[k + 1] = fixed[level], moving[level]
-        matrix, quality = _register(fixed, moving, mode, None)
-        return matrix, quality, correlation(fixed[0], moving[0], np.eye(3), margin)
+        return register_neighbours(fixed, moving, mode, margin)
 
     steps = in_parallel(step, range(n - 1))
     shape = pyramids.shape

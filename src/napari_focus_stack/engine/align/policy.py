@@ -14,11 +14,11 @@ import numpy as np
 
 from ..result import Progress, StackCancelled
 from .check import MIN_STEADY_EXPLAINED, correlation, explained_share, min_explained
-from .estimate import _MIN_QUALITY, AlignmentResult, estimate_transforms, in_parallel
+from .estimate import _MIN_QUALITY, AlignmentResult, estimate_transforms, in_parallel, register_neighbours
 from .exposure import GAIN_MAX_SIDE, estimate_gains, shrink
 from .frames import AlignedFrames
 from .images import REGISTRATION_MAX_SIDE, _pyramid, registration_image
-from .pairwise import _level_margin, _register
+from .pairwise import _level_margin
 
 
 def _check_cancel(cancel):
@@ -42,25 +42,12 @@ def align_frames(frames, params, cancel):
             return (yield from _still_stack(frames, params, still, full_shape, cancel))
 
     # Kept per frame: its registration image (long side <= 1024 px) and a
-    # small copy for exposure (<= 256 px); not the frame itself. Frames are
-    # read and reduced on a few threads (each holds one whole frame at most).
+    # small copy for exposure (<= 256 px); not the frame itself.
     def reduce(k):
         reduced = frames.reduced(k, REGISTRATION_MAX_SIDE)
         return registration_image(reduced), shrink(reduced, GAIN_MAX_SIDE)
 
-    images, small = [], []
-    with ThreadPoolExecutor(min(READ_THREADS, n), thread_name_prefix="focus-stack-reduce") as pool:
-        pending = [pool.submit(reduce, k) for k in range(n)]
-        try:
-            for k, future in enumerate(pending):
-                _check_cancel(cancel)
-                image, tiny = future.result()
-                images.append(image)
-                small.append(tiny)
-                yield Progress("aligning", k + 1, n)
-        finally:
-            for future in pending:
-                future.cancel()
+    images, small = map(list, zip(*(yield from _read_reduced(frames, reduce, cancel))))
     _check_cancel(cancel)
     alignment = estimate_transforms(images, params.align, params.reference, full_shape=full_shape)
     del images
@@ -107,26 +94,26 @@ def looks_still(frames, mode, cancel=None):
     def pair(k):
         _check_cancel(cancel)
         fixed, moving = (registration_image(frames.reduced(j, REGISTRATION_MAX_SIDE)) for j in (k, k + 1))
-        matrix, quality = _register(_pyramid(fixed), _pyramid(moving), mode, None)
-        return fixed, moving, matrix, quality
+        step = register_neighbours(_pyramid(fixed), _pyramid(moving), mode, _level_margin(fixed.shape, 0))
+        return (fixed, moving, *step)
 
     pairs = in_parallel(pair, starts, threads=READ_THREADS)
-    quality = np.array([q for *_, q in pairs])
+    quality = np.array([q for _, _, _, q, _ in pairs])
     if not np.all(quality >= _MIN_QUALITY):
         return None
     shape = pairs[0][0].shape
     margin = _level_margin(shape, 0)
     every = np.ones(len(pairs), bool)
-    unaligned = np.array([correlation(a, b, np.eye(3), margin) for a, b, _, _ in pairs])
+    unaligned = np.array([q0 for *_, q0 in pairs])
     share, needed = explained_share(quality, unaligned, every), min_explained(shape)
     if share < needed:
         return (
             f"motion checked on {len(pairs)} pairs of neighbours: it explains {share:.1%} of their differences "
             f"(less than {needed:.1%}): taken as defocus; frames used as they are"
         )
-    steady = np.mean([matrix for *_, matrix, _ in pairs], axis=0)
-    rest = [matrix @ np.linalg.inv(steady) for *_, matrix, _ in pairs]
-    without = np.array([correlation(a, b, r, margin) for (a, b, _, _), r in zip(pairs, rest)])
+    steady = np.mean([matrix for _, _, matrix, _, _ in pairs], axis=0)
+    rest = [matrix @ np.linalg.inv(steady) for _, _, matrix, _, _ in pairs]
+    without = np.array([correlation(a, b, r, margin) for (a, b, *_), r in zip(pairs, rest)])
     steady_share = explained_share(quality, without, every)
     rest_share = explained_share(without, unaligned, every)
     if steady_share < min_explained(shape, MIN_STEADY_EXPLAINED) and rest_share < needed:
@@ -138,20 +125,27 @@ def looks_still(frames, mode, cancel=None):
     return None
 
 
-def _still_stack(frames, params, message, full_shape, cancel):
-    """The alignment of a stack :func:`looks_still` found still: identity, and exposure from small copies."""
+def _read_reduced(frames, reduce, cancel):
+    """``[reduce(k) for k in range(len(frames))]`` on a few threads (each holds one whole frame at most); yields Progress."""
     n = len(frames)
-    small = []
+    results = []
     with ThreadPoolExecutor(min(READ_THREADS, n), thread_name_prefix="focus-stack-reduce") as pool:
-        pending = [pool.submit(frames.reduced, k, GAIN_MAX_SIDE) for k in range(n)]
+        pending = [pool.submit(reduce, k) for k in range(n)]
         try:
             for k, future in enumerate(pending):
                 _check_cancel(cancel)
-                small.append(shrink(future.result(), GAIN_MAX_SIDE))
+                results.append(future.result())
                 yield Progress("aligning", k + 1, n)
         finally:
             for future in pending:
                 future.cancel()
+    return results
+
+
+def _still_stack(frames, params, message, full_shape, cancel):
+    """The alignment of a stack :func:`looks_still` found still: identity, and exposure from small copies."""
+    n = len(frames)
+    small = yield from _read_reduced(frames, lambda k: shrink(frames.reduced(k, GAIN_MAX_SIDE), GAIN_MAX_SIDE), cancel)
     reference = n // 2 if params.reference is None else int(params.reference)
     identity = np.tile(np.eye(3), (n, 1, 1))
     alignment = AlignmentResult(identity, reference, params.align, np.full(n - 1, np.nan), messages=[message])
