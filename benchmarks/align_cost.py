@@ -1,9 +1,12 @@
 """What alignment costs on stacks that need none: time and peak memory against the frame count (issue 15).
 
-    python benchmarks/align_cost.py [--frames 16 96] [--side 1024] [--repeat 3]
+    python benchmarks/align_cost.py [--frames 16 96] [--side 1024] [--repeat 3] [--jitter PX]
 
 Still 1024x1024 RGB JPEG stacks (``simulate_stack``, mixed texture on a dome,
-noise 0.01, quality 95), cached under ``benchmarks/_cache``. Each stack is
+noise 0.01, quality 95), cached under ``benchmarks/_cache``; with
+``--jitter``, the camera shakes by that many px (RMS) from frame to frame, so
+that every pair of neighbours is registered and the estimate's memory with
+the frame count shows. Each stack is
 fused by the whole command (``napari-focus-stack <folder> -o out.tif``) in a
 fresh process, with the default alignment and with ``--align none``,
 interleaved ``--repeat`` times; prints the median wall time and peak RSS of
@@ -32,14 +35,16 @@ from napari_focus_stack import simulate_stack  # noqa: E402
 COMMAND = Path(sys.executable).parent / "napari-focus-stack"
 
 
-def stack_folder(n, side, cache):
-    folder = cache / f"still-{side}px-{n}"
+def stack_folder(n, side, cache, jitter=0.0):
+    folder = cache / (f"still-{side}px-{n}" if not jitter else f"jitter{jitter:g}-{side}px-{n}")
     stamp = folder / "params.json"
     params = {"n": n, "side": side, "texture": "mixed", "depth": "dome", "noise": 0.01, "seed": 11, "quality": 95}
+    if jitter:
+        params["jitter"] = jitter
     if stamp.exists() and json.loads(stamp.read_text()) == params:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
-    sim = simulate_stack((side, side), n, rgb=True, texture="mixed", depth="dome", noise=0.01, seed=11)
+    sim = simulate_stack((side, side), n, rgb=True, texture="mixed", depth="dome", noise=0.01, jitter=jitter, seed=11)
     for k, frame in enumerate(sim.frames):
         cv2.imwrite(str(folder / f"frame_{k:03d}.jpg"), frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95])
     stamp.write_text(json.dumps(params))
@@ -60,8 +65,9 @@ def main(argv=None):
     parser.add_argument("--side", type=int, default=1024)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=HERE / "_cache")
+    parser.add_argument("--jitter", type=float, default=0.0, help="camera shake, px RMS (default: still)")
     args = parser.parse_args(argv)
-    folders = {n: stack_folder(n, args.side, args.cache) for n in args.frames}
+    folders = {n: stack_folder(n, args.side, args.cache, args.jitter) for n in args.frames}
     results = {(n, a): [] for n in args.frames for a in ("default", "none")}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.repeat):
@@ -70,7 +76,10 @@ def main(argv=None):
                 for align in order:
                     out = Path(tmp) / f"{n}-{align}-{round_}.tif"
                     results[(n, align)].append(run(folders[n], None if align == "default" else "none", out))
-    print(f"{args.side}x{args.side} RGB JPEG, still; median of {args.repeat} interleaved runs; {platform.machine()}, ")
+    motion = f"jitter {args.jitter:g} px" if args.jitter else "still"
+    print(
+        f"{args.side}x{args.side} RGB JPEG, {motion}; median of {args.repeat} interleaved runs; {platform.machine()}, "
+    )
     print(f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print("| frames | alignment | wall (s) | peak RSS (MiB) |")
     print("|---:|---|---:|---:|")

@@ -414,3 +414,102 @@ def test_a_sample_of_pairs_sees_jitter_and_drift():
     for motion in (dict(jitter=0.5), dict(drift=12.0)):
         sim = simulate_scene("clutter", (256, 256), 24, seed=0, **motion)
         assert looks_still(open_stack(sim.frames), "similarity") is None, motion
+
+
+def test_the_sample_splits_its_steps_as_the_whole_estimate_does():
+    # A still 64-frame dome at 384 px: the defocus bias changes along the
+    # stack, so the mean of the sampled steps (the earlier steady model)
+    # left a rest that explained nothing and a steady part that explained
+    # "enough": every pair was registered. Fitted in the frame index like
+    # the whole estimate's steady part, the sample calls it still.
+    from napari_focus_stack.engine.align.check import steady_steps
+    from napari_focus_stack.engine.align.policy import looks_still
+
+    sim = simulate_stack((384, 384), 64, rgb=True, texture="mixed", depth="dome", noise=0.01, seed=11)
+    message = looks_still(open_stack(sim.frames), "similarity")
+    assert message is not None and "its steady part explains 4.5% of what the rest leaves" in message
+    whole = align(sim.frames)
+    assert "(25.3 px) explains 3.7% of what the frame-to-frame motion leaves" in whole.messages[-1]
+    # the steps of a cubic trend are a quadratic in the frame index: fitted exactly
+    index = np.array([0, 9, 18, 27, 36, 45, 54, 62])
+    steps = np.tile(np.eye(3), (len(index), 1, 1))
+    steps[:, 0, 0] = 1 + 1e-3 * (index / 62) ** 2
+    steps[:, 1, 2] = 0.3 - 0.01 * index
+    np.testing.assert_allclose(steady_steps(index, steps, 64), steps, atol=1e-12)
+    np.testing.assert_allclose(steady_steps(index[:2], steps[:2], 64), steps[:2], atol=1e-12)  # a line through two
+
+
+def test_the_estimate_walks_a_lazy_stack_a_few_images_at_a_time():
+    import threading
+    import weakref
+    from collections import Counter
+
+    from napari_focus_stack.engine.align.estimate import _IN_FLIGHT_PER_THREAD, ALIGN_THREADS
+
+    sim = simulate_stack((192, 192), 40, texture="noise", jitter=1.0, seed=4)
+
+    class Lazy:
+        """Registration images made when asked for, counting fetches and the images alive."""
+
+        def __init__(self):
+            self.fetches, self.alive, self.most = Counter(), 0, 0
+            self.lock = threading.Lock()
+
+        def __len__(self):
+            return len(sim.frames)
+
+        def __getitem__(self, k):
+            image = registration_image(sim.frames[k])
+            with self.lock:
+                self.fetches[k] += 1
+                self.alive += 1
+                self.most = max(self.most, self.alive)
+            weakref.finalize(image, self.gone)
+            return image
+
+        def gone(self):
+            with self.lock:
+                self.alive -= 1
+
+    lazy = Lazy()
+    streamed = estimate_transforms(lazy, "similarity")
+    listed = align(sim.frames)
+    np.testing.assert_array_equal(streamed.transforms, listed.transforms)
+    assert streamed.messages == listed.messages  # the steady-part check ran on both
+    assert listed.messages[-1].startswith("the steady part of the motion (14.8 px) explains 4.6%")
+    # once for the neighbour steps, once more for the steady-part check
+    assert set(lazy.fetches.values()) == {2}
+    # in flight: the fetches ahead, the pair being registered, the first frame's pyramid
+    assert lazy.most <= max(2, _IN_FLIGHT_PER_THREAD * ALIGN_THREADS) + 4 < 40
+
+
+def test_aligning_a_stack_holds_a_bounded_number_of_registration_images(monkeypatch):
+    import threading
+    import weakref
+
+    from napari_focus_stack import focus_stack
+    from napari_focus_stack.engine.align import policy
+
+    sim = simulate_stack((192, 192), 40, texture="noise", jitter=1.0, seed=4)
+    count = {"alive": 0, "most": 0, "made": 0}
+    lock = threading.Lock()
+    original = policy.registration_image
+
+    def gone():
+        with lock:
+            count["alive"] -= 1
+
+    def counted(frame):
+        image = original(frame)
+        with lock:
+            count["alive"] += 1
+            count["made"] += 1
+            count["most"] = max(count["most"], count["alive"])
+        weakref.finalize(image, gone)
+        return image
+
+    monkeypatch.setattr(policy, "registration_image", counted)
+    result = focus_stack(sim.frames, device="cpu")
+    assert result.transforms is not None and count["made"] == 16 + 2 * 40  # the sample, then two passes
+    # the sample check's 8 pairs at once (16), then a few at a time: not the 40 frames
+    assert count["most"] <= 16

@@ -94,6 +94,42 @@ def steady_part(transforms):
     return steady
 
 
+def steady_steps(indices, steps, n):
+    """The steady part of sampled neighbour steps: a polynomial fit of the steps in the frame index.
+
+    What :func:`steady_part` makes of a whole stack's chained transforms,
+    seen one step at a time: the steady part of the transforms is a
+    polynomial of degree up to :data:`_TREND_DEGREE` in the frame index, so
+    its steps are one of a degree less. Used by the sample check
+    (:func:`~.policy.looks_still`), which registers only a few pairs: it
+    must split their motion as the whole estimate would, or a bias that
+    changes along the stack (it follows the blur) looks like neither steady
+    nor frame-to-frame motion.
+
+    Parameters
+    ----------
+    indices : sequence of int
+        ``steps[i]`` goes from frame ``indices[i]`` to ``indices[i] + 1``.
+    steps : ndarray
+        ``(S, 3, 3)`` affine matrices.
+    n : int
+        Frames in the stack.
+
+    Returns
+    -------
+    ndarray
+        ``(S, 3, 3)``.
+    """
+    steps = np.asarray(steps, float)
+    index = np.asarray(indices, float)
+    degree = min(max(0, min(_TREND_DEGREE, (n - 1) // 4) - 1), len(steps) - 1)
+    entries = steps[:, :2, :].reshape(len(steps), 6)
+    coefficients = np.polynomial.polynomial.polyfit(index, entries, degree)
+    steady = np.tile(np.eye(3), (len(steps), 1, 1))
+    steady[:, :2, :] = np.polynomial.polynomial.polyval(index, coefficients).T.reshape(len(steps), 2, 3)
+    return steady
+
+
 def explained_share(aligned, unaligned, usable):
     """Mean share of the neighbours' mismatch that undoing each step's motion removes.
 
@@ -154,13 +190,24 @@ def separations(n):
     return sorted({s for s in (max(2, round(n / 8)), max(2, round(n / 4))) if s < n})
 
 
+def _distant_starts(n, separation):
+    """First frames of the pairs compared ``separation`` frames apart (at most :data:`_MAX_PAIRS`)."""
+    return np.unique(np.linspace(0, n - 1 - separation, min(_MAX_PAIRS, n - separation)).round().astype(int))
+
+
+def distant_frames(n):
+    """The frames :func:`distant_agreement` compares in a stack of ``n``: only these need a small copy kept."""
+    return {int(k) for s in separations(n) for a in _distant_starts(n, s) for k in (a, a + s)}
+
+
 def distant_agreement(small, transforms, shape, level):
     """Compare distant frames with the chained ``transforms`` undone and as they are.
 
     Parameters
     ----------
-    small : sequence of ndarray
-        Every frame's registration image at pyramid ``level``.
+    small : sequence or mapping of ndarray
+        Registration images at pyramid ``level``, indexed by frame: at
+        least those of :func:`distant_frames`.
     transforms : ndarray
         ``(Z, 3, 3)``, reference to frame pixels of the registration images
         (level 0).
@@ -174,16 +221,15 @@ def distant_agreement(small, transforms, shape, level):
     Agreement or None
         None for stacks too short to have distant frames.
     """
-    n = len(small)
+    n = len(transforms)
     steps = separations(n)
     if not steps:
         return None
     margin = _level_margin(shape, level)
     aligned, unaligned = [], []
     for s in steps:
-        starts = np.unique(np.linspace(0, n - 1 - s, min(_MAX_PAIRS, n - s)).round().astype(int))
         scores = []
-        for a in starts:
+        for a in _distant_starts(n, s):
             chained = transforms[a + s] @ np.linalg.inv(transforms[a])
             moving = _level_matrix(chained, 0, level)
             scores.append(

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..result import StackCancelled
+from ..steps import drain
 from ..warp import rescale_transforms
 from .check import (
     MIN_STEADY_EXPLAINED,
@@ -14,6 +16,7 @@ from .check import (
     check_level,
     correlation,
     distant_agreement,
+    distant_frames,
     explained_share,
     min_explained,
     steady_part,
@@ -149,8 +152,10 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
     ----------
     images : sequence of ndarray
         Registration images (:func:`registration_image`) in slice order,
-        all of one shape. A lazy sequence works: each image is fetched about
-        twice.
+        all of one shape. A lazy sequence works, and is how long stacks are
+        aligned in bounded memory: images are fetched in order, a few at a
+        time, each once for the neighbour steps and once more for the
+        steady-part check of stacks that move (:func:`iter_estimate_transforms`).
     mode : str, optional
         One of :data:`ALIGN_MODES`.
     reference : int, optional
@@ -174,6 +179,25 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
     >>> result.reference, np.round(result.transforms[:, 0, 0], 2).tolist()
     (2, [0.98, 0.99, 1.0, 1.01, 1.02])
     """
+    return drain(iter_estimate_transforms(images, mode, reference, full_shape=full_shape))
+
+
+def iter_estimate_transforms(images, mode="similarity", reference=None, *, full_shape=None, cancel=None):
+    """:func:`estimate_transforms`, streamed; yields each frame's index once it is registered with the previous one.
+
+    Images are fetched in order on up to :data:`ALIGN_THREADS` threads, at
+    most :data:`_IN_FLIGHT_PER_THREAD` per thread ahead of the last step
+    finished, and dropped once both steps around them are measured: what is
+    held is bounded whatever the number of frames. Kept for the whole stack
+    are the steps and, for comparing distant frames, small copies of the few
+    frames that comparison uses (:func:`~.check.distant_frames`). Steps
+    re-estimated after the checks fetch their images again, and so does the
+    steady-part check of moving stacks of :data:`~.check.MIN_TREND_FRAMES`
+    or more (a second pass in order). ``cancel`` (an object with
+    ``is_set()``) is looked at between frames in both passes and raises
+    :class:`~napari_focus_stack.engine.result.StackCancelled`; returns the
+    :class:`AlignmentResult`.
+    """
     _check_mode(mode)
     n = len(images)
     reference = n // 2 if reference is None else int(reference)
@@ -181,19 +205,34 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
         raise ValueError(f"reference must be a frame index from 0 to {n - 1}, got {reference}")
     if mode == "none" or n == 1:
         identity = np.tile(np.eye(3), (n, 1, 1))
+        yield from range(n)
         return AlignmentResult(identity, reference, mode, np.ones(max(n - 1, 0)))
     pyramids = _Pyramids(images)
-    level = check_level(pyramids[0])
-    small = [None] * n  # each frame at the check's level, for comparing distant frames
-
+    first = pyramids[0]
+    level = check_level(first)
     margin = _level_margin(pyramids.shape, 0)
+    # The frames distant_agreement compares, at the check's level, in one
+    # block (long-lived small arrays scattered among the frames' temporaries
+    # would keep the heap from shrinking), in half precision: the comparison
+    # is of means over many pairs.
+    wanted = sorted(distant_frames(n))
+    kept = np.empty((len(wanted), *first[level].shape), np.float16)
+    small = dict(zip(wanted, kept))
 
-    def step(k):  # each pair on its own: both pyramids built here, in parallel with the others
-        fixed, moving = pyramids.build(k), pyramids.build(k + 1)
-        small[k], small[k + 1] = fixed[level], moving[level]
+    def build(k):
+        pyramid = first if k == 0 else pyramids.build(k)
+        if k in small:
+            small[k][...] = pyramid[level]
+        return pyramid
+
+    def step(_, fixed, moving):
         return register_neighbours(fixed, moving, mode, margin)
 
-    steps = in_parallel(step, range(n - 1))
+    steps = []
+    yield 0
+    for j, measured in _along_neighbours(build, step, n, cancel):
+        steps.append(measured)
+        yield j + 1
     shape = pyramids.shape
     matrices = [matrix for matrix, _, _ in steps]
     quality = np.array([q for _, q, _ in steps])
@@ -222,14 +261,54 @@ def estimate_transforms(images, mode="similarity", reference=None, *, full_shape
         )
         transforms, failed = np.tile(np.eye(3), (n, 1, 1)), []
     elif n >= MIN_TREND_FRAMES:
-        transforms = _without_unexplained_trend(images, transforms, quality, usable, reference, margin, messages)
+        transforms = _without_unexplained_trend(
+            images, transforms, quality, usable, reference, shape, margin, messages, cancel
+        )
     if full_shape is not None:
         transforms = rescale_transforms(transforms, shape, full_shape)
     transforms[reference] = np.eye(3)  # exactly, without rounding: warp_frame then skips it
     return AlignmentResult(transforms, reference, mode, quality, failed, messages, agreement, unaligned, explained)
 
 
-def _without_unexplained_trend(images, transforms, quality, usable, reference, margin, messages):
+#: Frames fetched ahead of the last finished step, per thread.
+_IN_FLIGHT_PER_THREAD = 1
+
+
+def _along_neighbours(fetch, pair, n, cancel=None):
+    """``(j, pair(j, fetch(j), fetch(j + 1)))`` for every step j = 0 .. n - 2, in order, each ``fetch`` called once.
+
+    A generator: fetches and pairs run on up to :data:`ALIGN_THREADS`
+    threads, with at most :data:`_IN_FLIGHT_PER_THREAD` fetches per thread
+    beyond the last step yielded, so a sequence of any length is walked in
+    bounded memory. A pair is handed to the threads only once both its
+    fetches are done, so that no thread sits waiting. ``cancel`` is looked
+    at before each step.
+    """
+    ahead = max(2, _IN_FLIGHT_PER_THREAD * ALIGN_THREADS)
+    with ThreadPoolExecutor(ALIGN_THREADS, thread_name_prefix="focus-stack-align") as pool:
+        fetched, paired = {}, {}
+        submitted = next_pair = 0
+        try:
+            for j in range(n - 1):
+                while submitted < min(n, j + 1 + ahead):
+                    fetched[submitted] = pool.submit(fetch, submitted)
+                    submitted += 1
+                # every pair whose fetches are done, and pair j in any case
+                while next_pair + 1 < submitted and (next_pair <= j or fetched[next_pair + 1].done()):
+                    a, b = fetched[next_pair].result(), fetched[next_pair + 1].result()
+                    paired[next_pair] = pool.submit(pair, next_pair, a, b)
+                    next_pair += 1
+                if cancel is not None and cancel.is_set():
+                    raise StackCancelled()
+                result = paired.pop(j).result()
+                del fetched[j]
+                yield j, result
+        finally:
+            for future in (*fetched.values(), *paired.values()):
+                future.cancel()
+
+
+def _without_unexplained_trend(images, transforms, quality, usable, reference, shape, margin, messages, cancel):
     """``transforms`` without their steady part when it explains too little, else as they are.
 
     The steady part (:func:`~.check.steady_part`) holds breathing and drift,
@@ -238,20 +317,21 @@ def _without_unexplained_trend(images, transforms, quality, usable, reference, m
     explains at least :func:`~.check.min_explained` of
     :data:`~.check.MIN_STEADY_EXPLAINED` (twice the share asked of the
     whole motion) of what the frame-to-frame motion leaves of the
-    neighbours' differences.
+    neighbours' differences. The images are walked once more, in order.
     """
     n = len(transforms)
     steady = steady_part(transforms)
     rest = transforms @ np.linalg.inv(steady)
     rest = rest @ np.linalg.inv(rest[reference])
 
-    def correlation_without_steady(k):
-        fixed, moving = (np.asarray(images[j], dtype=np.float32) for j in (k, k + 1))
+    def fetch(k):
+        return np.asarray(images[k], dtype=np.float32)
+
+    def correlation_without_steady(k, fixed, moving):
         return correlation(fixed, moving, rest[k + 1] @ np.linalg.inv(rest[k]), margin)
 
-    without = np.array(in_parallel(correlation_without_steady, range(n - 1)))
+    without = np.array([q for _, q in _along_neighbours(fetch, correlation_without_steady, n, cancel)])
     share = explained_share(quality, without, usable)
-    shape = np.shape(images[0])
     needed = min_explained(shape, MIN_STEADY_EXPLAINED)
     if share >= needed:
         return transforms

@@ -64,18 +64,18 @@ def estimate_gains(images, transforms, reference=None, *, full_shape=None):
     """
     n = len(images)
     reference = n // 2 if reference is None else int(reference)
-    small = [_exposure_image(images[k]) for k in range(n)]
-    shape = small[reference][1].shape
+    reference_values, reference_clipped = _exposure_image(images[reference])
+    shape = reference_clipped.shape
     source_shape = np.shape(images[reference]) if full_shape is None else full_shape
     transforms = rescale_transforms(transforms, source_shape, shape)
     region = np.ones(shape, dtype=bool)
     for transform in transforms:
         region &= coverage_mask(transform, shape, shape)
-    reference_values, reference_clipped = small[reference]
     gains, offsets = [], []
-    for k in range(n):
-        values = warp_frame(small[k][0], transforms[k], shape).reshape(reference_values.shape)
-        clipped = warp_frame(small[k][1].view(np.uint8), transforms[k], shape) > 0
+    for k in range(n):  # one float copy at a time: memory does not grow with the frames
+        small_values, small_clipped = _exposure_image(images[k])
+        values = warp_frame(small_values, transforms[k], shape).reshape(reference_values.shape)
+        clipped = warp_frame(small_clipped.view(np.uint8), transforms[k], shape) > 0
         # Clipped highlights would pull the means down: compare other pixels.
         pixels = region & ~reference_clipped & ~clipped
         reference_means = _tile_means(reference_values, pixels)

@@ -1,20 +1,23 @@
 """Alignment policy: estimating a stack's alignment on reduced frames, and which corrections are worth applying.
 
-:func:`align_frames` reads every frame once at reduced size (a few threads),
-estimates the transforms and exposure, and returns the frames seen through
+:func:`align_frames` walks the stack at reduced size (a few frames at a
+time, :func:`~.estimate.iter_estimate_transforms`), estimates the transforms
+and exposure, and returns the frames seen through
 them (:class:`~.frames.AlignedFrames`); motion and exposure changes too small
 to matter are dropped (:func:`negligible_as_none`). :func:`aligned_like`
 applies a finished run's alignment again (re-fusing, the napari layers).
 """
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from ..result import Progress, StackCancelled
-from .check import MIN_STEADY_EXPLAINED, correlation, explained_share, min_explained
-from .estimate import _MIN_QUALITY, AlignmentResult, estimate_transforms, in_parallel, register_neighbours
+from ..steps import mapped
+from .check import MIN_STEADY_EXPLAINED, correlation, explained_share, min_explained, steady_steps
+from .estimate import _MIN_QUALITY, AlignmentResult, in_parallel, iter_estimate_transforms, register_neighbours
 from .exposure import GAIN_MAX_SIDE, estimate_gains, shrink
 from .frames import AlignedFrames
 from .images import REGISTRATION_MAX_SIDE, _pyramid, registration_image
@@ -41,24 +44,47 @@ def align_frames(frames, params, cancel):
         if still is not None:  # exposure only, from small copies: far cheaper than registering every pair
             return (yield from _still_stack(frames, params, still, full_shape, cancel))
 
-    # Kept per frame: its registration image (long side <= 1024 px) and a
-    # small copy for exposure (<= 256 px); not the frame itself.
-    def reduce(k):
-        reduced = frames.reduced(k, REGISTRATION_MAX_SIDE)
-        return registration_image(reduced), shrink(reduced, GAIN_MAX_SIDE)
-
-    images, small = map(list, zip(*(yield from _read_reduced(frames, reduce, cancel))))
-    _check_cancel(cancel)
-    alignment = estimate_transforms(images, params.align, params.reference, full_shape=full_shape)
-    del images
+    # Read as the estimate walks the stack (a few frames at a time); kept
+    # per frame is a small copy for exposure (<= 256 px), not the frame.
+    reduced = ReducedFrames(frames)
+    steps = iter_estimate_transforms(reduced, params.align, params.reference, full_shape=full_shape, cancel=cancel)
+    alignment = yield from mapped(steps, lambda k: Progress("aligning", k + 1, n))
     if alignment.agreement is not None and not alignment.agreement.supported:
         # Frames that do not show the same content (optical sections) cannot
         # be compared for exposure either: their brightness differs by content.
         gains, offsets = np.ones(n), np.zeros(n)
         alignment.messages.append("exposure left as it is: the frames do not show the same content")
     else:
-        gains, offsets = estimate_gains(small, alignment.transforms, alignment.reference, full_shape=full_shape)
+        gains, offsets = estimate_gains(reduced.small, alignment.transforms, alignment.reference, full_shape=full_shape)
     return alignment, AlignedFrames(frames, *negligible_as_none(alignment, gains, offsets, full_shape))
+
+
+class ReducedFrames:
+    """A stack's registration images, each made when asked for from the frame read at reduced size.
+
+    The first read of a frame also keeps its small copy for exposure in
+    :attr:`small` (``shrink(..., GAIN_MAX_SIDE)``): exposure is estimated
+    once the transforms are known, without reading the frames again.
+    """
+
+    def __init__(self, frames):
+        self.frames = frames
+        self.small = None  # (Z, y, x[, C]), in one block: see iter_estimate_transforms
+        self._read = np.zeros(len(frames), bool)
+        self._lock = threading.Lock()
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, k):
+        reduced = self.frames.reduced(k, REGISTRATION_MAX_SIDE)
+        if not self._read[k]:
+            small = shrink(reduced, GAIN_MAX_SIDE)
+            with self._lock:
+                if self.small is None:
+                    self.small = np.empty((len(self.frames), *small.shape), small.dtype)
+                self.small[k], self._read[k] = small, True
+        return registration_image(reduced)
 
 
 #: Threads reading and reducing frames for alignment: few, since each may
@@ -79,7 +105,9 @@ def looks_still(frames, mode, cancel=None):
     registered and their motion explains less than
     :func:`~.check.min_explained` of their differences, or when its steady
     part (the steps' mean) explains too little of what the rest leaves and
-    the rest too little of the differences. Motion present everywhere
+    the rest too little of the differences (the steady part of the sampled
+    steps is fitted as :func:`~.check.steady_steps`: the steps of the whole
+    estimate's :func:`~.check.steady_part`). Motion present everywhere
     (breathing, drift, jitter) shows in any sample, so the other pairs need
     not be registered; motion confined to a few frames may be missed.
 
@@ -111,8 +139,8 @@ def looks_still(frames, mode, cancel=None):
             f"motion checked on {len(pairs)} pairs of neighbours: it explains {share:.1%} of their differences "
             f"(less than {needed:.1%}): taken as defocus; frames used as they are"
         )
-    steady = np.mean([matrix for _, _, matrix, _, _ in pairs], axis=0)
-    rest = [matrix @ np.linalg.inv(steady) for _, _, matrix, _, _ in pairs]
+    matrices = [matrix for _, _, matrix, _, _ in pairs]
+    rest = [matrix @ np.linalg.inv(steady) for matrix, steady in zip(matrices, steady_steps(starts, matrices, n))]
     without = np.array([correlation(a, b, r, margin) for (a, b, *_), r in zip(pairs, rest)])
     steady_share = explained_share(quality, without, every)
     rest_share = explained_share(without, unaligned, every)
