@@ -123,7 +123,8 @@ def looks_still(frames, mode, cancel=None):
         _check_cancel(cancel)
         fixed, moving = (registration_image(frames.reduced(j, REGISTRATION_MAX_SIDE)) for j in (k, k + 1))
         step = register_neighbours(_pyramid(fixed), _pyramid(moving), mode, _level_margin(fixed.shape, 0))
-        return (fixed, moving, *step)
+        # kept for the steady-part check, in half precision: 16 images at once
+        return (fixed.astype(np.float16), moving.astype(np.float16), *step)
 
     pairs = in_parallel(pair, starts, threads=READ_THREADS)
     quality = np.array([q for _, _, _, q, _ in pairs])
