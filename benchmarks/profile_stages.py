@@ -98,7 +98,7 @@ TARGETS = [
     ("napari_focus_stack.engine.pipeline", "fill_unsupported_depth", "select", "fill_unsupported_depth", False),
     ("napari_focus_stack.engine.align.policy", "registration_image", "align", "registration_image", False),
     ("napari_focus_stack.engine.align.policy", "shrink", "align", "exposure thumbnails (shrink)", False),
-    ("napari_focus_stack.engine.align.policy", "estimate_transforms", "align", "estimate_transforms (rest)", False),
+    ("napari_focus_stack.engine.align.estimate", "_recheck_steps", "align", "step checks (_recheck_steps)", False),
     ("napari_focus_stack.engine.align.policy", "estimate_gains", "align", "estimate_gains", False),
     ("napari_focus_stack.engine.align.estimate", "_Pyramids.build", "align", "registration pyramids", False),
     ("napari_focus_stack.engine.align.estimate", "_register", "align", "pairwise registration (_register)", False),

@@ -344,3 +344,24 @@ def test_depth_from_on_a_stack_of_one_channel_is_a_warning(tmp_path, frames_dir,
     folder, _ = frames_dir
     code, err = run_cli(capsys, str(folder), "-o", str(tmp_path / "f.tif"), "--depth-from", "1", "-q")
     assert code == 0 and "warning: --depth-from applies to stacks of several channels; this one has one" in err
+
+
+def test_the_command_keeps_freed_frame_sized_blocks_and_runs_without_glibc(monkeypatch, tmp_path):
+    import ctypes.util
+
+    from napari_focus_stack import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "_keep_freed_memory", lambda: calls.append("tuned"))
+    frames = simulate_stack((32, 32), 3, seed=0).frames
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for k, frame in enumerate(frames):
+        save_image(frame, folder / f"f{k}.png")
+    assert cli.main([str(folder), "-o", str(tmp_path / "out.tif"), "--quiet"]) == 0
+    assert calls == ["tuned"]
+    monkeypatch.undo()
+    # no C library found (or not glibc): nothing to tune, no error
+    monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
+    assert cli._keep_freed_memory() is None
+    assert cli.MALLOC_MMAP_THRESHOLD == 64 * 2**20 > 12_000_000 * 3  # a 12 MP RGB uint8 frame's block is kept

@@ -178,3 +178,20 @@ def test_pyramid_buffers_given_or_not_give_the_same_pixels():
         up = be.pyramid_up(down, GRAY.shape)
         scratch.fill(np.nan)  # a used scratch: zero-filled before use
         np.testing.assert_array_equal(be.pyramid_up(down, GRAY.shape, out=np.empty_like(GRAY), scratch=scratch), up)
+
+
+@pytest.mark.parametrize("minus", [False, True], ids=["product", "difference"])
+@pytest.mark.parametrize("be", [CV, ND], ids=["opencv", "ndimage"])
+def test_accumulate_product_adds_the_weighted_band_in_place(be, minus):
+    band, weight, up = (RNG.random((53, 71), dtype=np.float32) for _ in range(3))
+    total = RNG.random((53, 71), dtype=np.float32)
+    expected = total.astype(np.float64) + (band - (up if minus else 0)).astype(np.float64) * weight
+    target = total.copy()
+    be.accumulate_product(target, band.copy(), weight, minus=up if minus else None)
+    np.testing.assert_allclose(target, expected, rtol=0, atol=1e-6)
+    # a strided view (one channel of an RGB plane) takes NumPy's way, same result
+    strided = np.repeat(band[..., None], 3, axis=2)[..., 1]
+    assert not strided.flags.c_contiguous
+    view_target = total.copy()
+    be.accumulate_product(view_target, strided, weight, minus=up if minus else None)
+    np.testing.assert_allclose(view_target, expected, rtol=0, atol=1e-6)

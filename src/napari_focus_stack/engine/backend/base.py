@@ -231,6 +231,16 @@ class NdimageBackend:
         for start in range(0, height, rows):
             function(slice(start, start + rows))
 
+    def accumulate_product(self, total, band, weight, minus=None):
+        """``total += (band - minus) * weight`` (``minus`` None: 0), in place, for float32 arrays of one shape.
+
+        ``band`` may be overwritten.
+        """
+        if minus is not None:
+            band -= minus
+        band *= weight
+        total += band
+
     def copy_where(self, dst, src, mask):
         """``dst[mask] = src[mask]`` in place; a 2-D mask applies to every channel."""
         if dst.ndim == 3 and mask.ndim == 2:

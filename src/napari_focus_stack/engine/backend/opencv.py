@@ -78,6 +78,17 @@ class OpenCVBackend(NdimageBackend):
         # list(): wait for every band and re-raise the first error
         list(self._pool.map(function, [slice(s, s + rows) for s in range(0, height, rows)]))
 
+    def accumulate_product(self, total, band, weight, minus=None):
+        # OpenCV's loops: 10.5 ms against NumPy's 12.7 at 12 MP (a subtraction
+        # and a multiply-add; memory-bound, so bands in cache on both cores
+        # gained nothing here)
+        arrays = (total, band, weight) + (() if minus is None else (minus,))
+        if not all(a.dtype == np.float32 and a.flags.c_contiguous and a.shape == total.shape for a in arrays):
+            return super().accumulate_product(total, band, weight, minus)
+        if minus is not None:
+            self._cv2.subtract(band, minus, dst=band)
+        self._cv2.accumulateProduct(band, weight, total)
+
     def copy_where(self, dst, src, mask):
         # NumPy's broadcast masked copy is far slower than OpenCV's on RGB.
         if dst.ndim == 3 and dst.shape[2] <= 4 and dst.flags.c_contiguous and src.flags.c_contiguous:

@@ -146,11 +146,11 @@ class WeightedFusion(Fusion):
             for i, level in enumerate(levels):
                 if i < self.levels:  # band-pass: this level less the next one expanded
                     smaller = be.pyramid_reduce(band, out=levels[i + 1]["band"], scratch=level["scratch"])
-                    band -= be.pyramid_up(smaller, band.shape, out=level["up"], scratch=level["scratch"])
-                band *= weights[i]
-                sums[i] += band
-                if i < self.levels:
+                    up = be.pyramid_up(smaller, band.shape, out=level["up"], scratch=level["scratch"])
+                    be.accumulate_product(sums[i], band, weights[i], minus=up)
                     band = smaller
+                else:
+                    be.accumulate_product(sums[i], band, weights[i])
 
     def finish(self, dtype):
         """The fused image in ``dtype``, channel by channel; the accumulated pyramids are freed as they are used."""
