@@ -37,6 +37,9 @@ def test_gpu_check_runs_and_prints_its_tables(fake_gpu, capsys):
     speed = out.split("### GPU speed")[1].split("###")[0]
     assert "MP x 4 | none |" in speed and "MP x 4 | similarity |" in speed
     assert "skipped" not in speed
+    # fresh processes have no stand-in (here: exit 2, said so), but the section runs to its table
+    processes = out.split("### Fresh processes")[1].split("###")[0]
+    assert "| first --warm-up |" in processes and "| 0.05 MP x 4 JPEG, --align similarity (run 2) |" in processes
 
 
 def test_a_failing_section_keeps_the_others(fake_gpu, capsys, monkeypatch):

@@ -23,7 +23,8 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog=PROG,
         description="Fuse a focal stack (z-stack) into one all-in-focus image, "
-        "with optional depth and confidence maps. For many stacks: napari-focus-stack batch --help.",
+        "with optional depth and confidence maps. For many stacks: napari-focus-stack batch --help. "
+        "Before the first GPU run on a machine: napari-focus-stack --warm-up.",
         epilog="Example: napari-focus-stack frames/ -o fused.tif --depth depth.tif",
     )
     p.add_argument(
@@ -585,14 +586,11 @@ MALLOC_TRIM_THRESHOLD = 256 * 2**20
 def _keep_freed_memory():
     """Let glibc keep freed frame-sized blocks for the next frame instead of returning them to the system.
 
-    Every decoded frame, and many of OpenCV's temporaries, is a fresh block
-    of tens of MiB; by default glibc maps each from the system and unmaps it
-    when freed, so the next frame's block is faulted in page by page again:
-    490k page faults and 1.2-1.5 s of system time in a 12 MP x 10 command
-    (benchmarks/RESULTS.md). With the thresholds above the blocks are
-    reused: about 0.6 s less system time, peak RSS about 50 MiB higher. The
-    command line only, where the process is ours; glibc only (elsewhere
-    nothing is changed).
+    Decoded frames and OpenCV's temporaries are fresh blocks of tens of MiB,
+    by default mapped from the system and unmapped when freed, so each frame
+    is faulted in again: 490k faults, 1.2-1.5 s of system time at 12 MP x 10;
+    about 0.6 s less with the blocks kept, peak RSS 30-50 MiB higher
+    (benchmarks/RESULTS.md). The command line only; glibc only.
     """
     import ctypes
     import ctypes.util
@@ -649,6 +647,10 @@ def main(argv=None):
     batch = argv[:1] == ["batch"]
     if batch:
         args, command = build_batch_parser().parse_args(argv[1:]), run_batch
+    elif argv[:1] == ["--warm-up"]:
+        from .warm_up import run_warm_up, warm_up_parser
+
+        args, command = warm_up_parser(PROG).parse_args(argv[1:]), run_warm_up
     else:
         args, command = build_parser().parse_args(argv), run
     import signal

@@ -66,6 +66,11 @@ def _cupy_backend(index):
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError when there is no driver or device
+        if sys.platform in DRIVER_LIBRARIES and not _driver_library_loads():
+            # CUDA says "cudaErrorInsufficientDriver: driver version is insufficient", which reads as an old driver
+            raise DeviceUnavailableError(
+                f"GPU requested but no NVIDIA driver was found on this machine ({exc})"
+            ) from exc
         raise DeviceUnavailableError(f"GPU requested but CUDA reports no usable device ({exc})") from exc
     if index >= count:
         raise DeviceUnavailableError(f"GPU {index} requested but only {count} GPU(s) found")
