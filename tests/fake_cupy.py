@@ -63,6 +63,7 @@ CUPY_API = frozenset(
         "empty",
         "empty_like",
         "equal",
+        "exp",
         "floor",
         "full",
         "greater",

@@ -69,3 +69,30 @@ def test_focus_measure_reuses_its_buffers_and_releases_them(texture):
 
 def test_depth_is_selected_on_scores_smoothed_four_times_more():
     assert DEPTH_SMOOTHING == 4 and depth_sigma(1) == 4.0 and depth_sigma(3) == 12.0
+
+
+def test_selection_scores_keep_a_faint_texture_beside_a_strong_edge_its_own_frame():
+    # A dark fibre (column 20) sharp in frame 0, a hundred times the energy of
+    # the faint background texture, which is sharpest in frame 2.
+    from napari_focus_stack.engine.backend import get_backend
+    from napari_focus_stack.engine.focus import depth_sigma, selection_scores
+
+    be = get_backend("cpu")
+    background = np.array([1e-5, 2e-5, 4e-5], np.float32)
+    fibre = np.array([1e-2, 1e-3, 1e-4], np.float32)
+    scores = np.broadcast_to(background[:, None, None], (3, 64, 64)).copy()
+    scores[:, :, 19:22] = fibre[:, None, None]
+    sigma = depth_sigma(1)
+    plain = np.stack([be.gaussian(s, sigma) for s in scores])
+    geometric = np.stack([selection_scores(s, sigma, 1e-6, be) for s in scores])
+    beside = (32, 27)  # 6 px from the fibre
+    assert plain[:, beside[0], beside[1]].argmax() == 0  # the fibre's energy, spread: a depth halo
+    assert geometric[:, beside[0], beside[1]].argmax() == 2  # its own frame
+    assert geometric[:, 32, 20].argmax() == 0 and geometric[:, 32, 60].argmax() == 2
+    # a flat curve stays flat: exp(G(ln(s + floor))) of a constant is the constant plus the floor
+    flat = selection_scores(np.full((16, 16), 3e-4, np.float32), sigma, 1e-4, be)
+    np.testing.assert_allclose(flat, 4e-4, rtol=1e-5)
+    work = np.empty((16, 16), np.float32)
+    kept = np.full((16, 16), 3e-4, np.float32)
+    selection_scores(kept, sigma, 0.0, be, work=work)
+    assert (kept == np.float32(3e-4)).all()  # the score is left as it is

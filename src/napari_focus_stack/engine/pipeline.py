@@ -24,7 +24,7 @@ from .align import WarpJob
 from .align.policy import MIN_ALIGN_SIDE, align_frames, aligned_like, alignment_summary  # noqa: F401  (aligned_like: callers re-fuse through the pipeline)
 from .depth import REGULARISE_SIGMA, SliceSelector, fill_unsupported_depth, regularise_depth
 from .dtypes import full_scale, to_dtype
-from .focus import FocusMeasure, depth_sigma
+from .focus import LOG_FLOOR_FACTOR, FocusMeasure, depth_sigma, selection_scores
 from .frames import CroppedFrames, device_warped, uncovered_mask
 from .fuse import FUSIONS, FrameStep, fuse_frames_at_depth
 from .noise import NoiseProbe
@@ -136,7 +136,11 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None, maps=
             be.xp.copyto(score, be.xp.float32(0), where=uncovered)
         selection = took_best = took_above = None
         if selector is not None:
-            selection = select_buffers[k % 2] = be.gaussian(score, sigma, out=select_buffers[k % 2])
+            # one floor for every frame (the first's): a per-frame one would make
+            # a textureless pixel prefer the noisiest frame
+            floor = 0.0 if noise is None else LOG_FLOOR_FACTOR * noise.floor(0, params.radius, params.scale_factor)
+            selection = selection_scores(score, sigma, floor, be, work=measure.scratch, out=select_buffers[k % 2])
+            select_buffers[k % 2] = selection
             if uncovered is not None:
                 be.xp.copyto(selection, be.xp.float32(0), where=uncovered)
         t1 = time.perf_counter()
