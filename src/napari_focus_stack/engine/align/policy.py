@@ -104,10 +104,10 @@ def looks_still(frames, mode, cancel=None):
     judges a whole stack: the stack counts as still when every pair
     registered and their motion explains less than
     :func:`~.check.min_explained` of their differences, or when its steady
-    part (the steps' mean) explains too little of what the rest leaves and
-    the rest too little of the differences (the steady part of the sampled
-    steps is fitted as :func:`~.check.steady_steps`: the steps of the whole
-    estimate's :func:`~.check.steady_part`). Motion present everywhere
+    part explains too little of what the rest leaves and the rest too little
+    of the differences (the steady part of the sampled steps is fitted as
+    :func:`~.check.steady_steps`: the steps of the whole estimate's
+    :func:`~.check.steady_part`). Motion present everywhere
     (breathing, drift, jitter) shows in any sample, so the other pairs need
     not be registered; motion confined to a few frames may be missed.
 
