@@ -61,16 +61,27 @@ def test_warm_up_says_why_it_cannot_run(capsys, monkeypatch):
 
 
 def test_an_unwritable_kernel_cache_falls_back_to_the_temporary_folder(tmp_path, monkeypatch):
+    import os
+
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("CUPY_CACHE_DIR", str(blocker / "cache"))  # cannot be made: a file is in the way
     folder = wu.usable_cache_dir()
     assert folder.is_dir() and folder.name.startswith("napari-focus-stack-cupy-")
-    import os
-
     assert os.environ["CUPY_CACHE_DIR"] == str(folder)
-    monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path / "fine"))
-    assert wu.usable_cache_dir() == tmp_path / "fine" and (tmp_path / "fine").is_dir()
+    # a writable place: left to CuPy, nothing created
+    monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path / "fine" / "kernels"))
+    assert wu.usable_cache_dir() == tmp_path / "fine" / "kernels" and not (tmp_path / "fine").exists()
+    # every GPU backend asks first, before its kernel check compiles anything
+    from napari_focus_stack.engine.backend import gpu
+
+    asked = []
+    monkeypatch.setattr(gpu, "usable_cache_dir", lambda: asked.append(1))
+    try:
+        gpu._cupy_backend(0)
+    except gpu.DeviceUnavailableError:
+        pass  # no GPU here
+    assert asked == [1]
     from napari_focus_stack.engine.align.policy import MIN_ALIGN_SIDE
 
     assert wu.WARM_UP_SIDE >= MIN_ALIGN_SIDE  # the warped runs are aligned, not skipped as too small

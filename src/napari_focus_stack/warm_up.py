@@ -11,41 +11,14 @@ without warping, with the default window sizes (other ``--radius`` and
 ``--smoothing`` values compile their own filter kernels on first use, once).
 """
 
-import os
 import time
-from pathlib import Path
+
+from .engine.backend.gpu import kernel_cache_dir, usable_cache_dir  # noqa: F401  (kernel_cache_dir: for callers)
 
 #: Side (px) of the stacks the kernels are compiled on: big enough for the
 #: alignment to run (128 px at least), small enough to take no time.
 WARM_UP_SIDE = 192
 WARM_UP_FRAMES = 4
-
-
-def kernel_cache_dir():
-    """Where CuPy keeps the kernels it compiles (``CUPY_CACHE_DIR`` or its default)."""
-    return Path(os.environ.get("CUPY_CACHE_DIR") or Path.home() / ".cupy" / "kernel_cache")
-
-
-def usable_cache_dir():
-    """The kernel cache folder, made writable: a fallback in the system's temporary folder if the default is not.
-
-    CuPy fails to compile when it cannot write its cache; a read-only home
-    (containers, shared accounts) would otherwise break every GPU run.
-    Sets ``CUPY_CACHE_DIR`` when it falls back; call it before CuPy compiles.
-    """
-    folder = kernel_cache_dir()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        if os.access(folder, os.W_OK):
-            return folder
-    except OSError:
-        pass
-    import tempfile
-
-    folder = Path(tempfile.gettempdir()) / f"napari-focus-stack-cupy-{os.getuid() if hasattr(os, 'getuid') else 0}"
-    folder.mkdir(parents=True, exist_ok=True)
-    os.environ["CUPY_CACHE_DIR"] = str(folder)
-    return folder
 
 
 def warm_up_cases():
@@ -84,6 +57,7 @@ def warm_up(device="gpu", progress=None):
         Without a usable GPU.
     """
     cache = usable_cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
     from .api import focus_stack
     from .engine.backend import get_backend
     from .synthetic import simulate_stack

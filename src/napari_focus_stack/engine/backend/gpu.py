@@ -6,9 +6,11 @@ and that a kernel runs on it, and says why not
 the CPU.
 """
 
+import os
 import sys
 import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -55,9 +57,40 @@ def nvidia_driver_found():
     return _driver_library_loads()
 
 
+def kernel_cache_dir():
+    """Where CuPy keeps the kernels it compiles (``CUPY_CACHE_DIR``, by default ``~/.cupy/kernel_cache``)."""
+    return Path(os.environ.get("CUPY_CACHE_DIR") or Path.home() / ".cupy" / "kernel_cache")
+
+
+def usable_cache_dir():
+    """The kernel cache folder, or a fallback in the temporary folder where it cannot be written.
+
+    CuPy creates its cache folder and writes each compiled kernel there; if
+    it cannot (a read-only home: containers, shared accounts), compiling
+    fails and so does every GPU run. Then ``CUPY_CACHE_DIR`` is set to a
+    folder of this user's in the temporary folder. Nothing is created when
+    the folder, or the nearest existing folder above it, is writable.
+    Called before CuPy compiles anything.
+    """
+    folder = kernel_cache_dir()
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return folder
+    import tempfile
+
+    user = os.getuid() if hasattr(os, "getuid") else 0
+    folder = Path(tempfile.gettempdir()) / f"napari-focus-stack-cupy-{user}"
+    folder.mkdir(parents=True, exist_ok=True)
+    os.environ["CUPY_CACHE_DIR"] = str(folder)
+    return folder
+
+
 def _cupy_backend(index):
     """CuPy backend on device ``index``, or DeviceUnavailableError saying why not."""
     hint = 'install CuPy with `pip install "napari-focus-stack[gpu]"` (or "[gpu-cuda13]" for its CUDA 13 build)'
+    usable_cache_dir()  # before the kernel check compiles anything
     try:
         import cupy
         import cupyx.scipy.ndimage as cundi
