@@ -349,10 +349,10 @@ def test_depth_from_on_a_stack_of_one_channel_is_a_warning(tmp_path, frames_dir,
 def test_the_command_keeps_freed_frame_sized_blocks_and_runs_without_glibc(monkeypatch, tmp_path):
     import ctypes.util
 
-    from napari_focus_stack import cli
+    from napari_focus_stack import _process, cli
 
     calls = []
-    monkeypatch.setattr(cli, "_keep_freed_memory", lambda: calls.append("tuned"))
+    monkeypatch.setattr(cli, "keep_freed_memory", lambda: calls.append("tuned"))
     frames = simulate_stack((32, 32), 3, seed=0).frames
     folder = tmp_path / "frames"
     folder.mkdir()
@@ -363,5 +363,5 @@ def test_the_command_keeps_freed_frame_sized_blocks_and_runs_without_glibc(monke
     monkeypatch.undo()
     # no C library found (or not glibc): nothing to tune, no error
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
-    assert cli._keep_freed_memory() is None
-    assert cli.MALLOC_MMAP_THRESHOLD == 64 * 2**20 > 12_000_000 * 3  # a 12 MP RGB uint8 frame's block is kept
+    assert _process.keep_freed_memory() is None
+    assert _process.MALLOC_MMAP_THRESHOLD == 64 * 2**20 > 12_000_000 * 3  # a 12 MP RGB uint8 frame's block is kept

@@ -10,6 +10,7 @@ import time
 import warnings
 from pathlib import Path
 
+from ._process import keep_freed_memory
 from .engine.result import ALIGN_MODES, DEFAULTS, DEVICES, METHODS, RANGES
 
 PROG = "napari-focus-stack"
@@ -576,38 +577,6 @@ def _silence_opencv_log():
         logging.setLogLevel(logging.LOG_LEVEL_SILENT)
 
 
-#: In this process, freed blocks up to this size stay with the allocator
-#: (glibc's mmap threshold) and free memory is given back to the system only
-#: beyond the trim threshold (see :func:`_keep_freed_memory`).
-MALLOC_MMAP_THRESHOLD = 64 * 2**20
-MALLOC_TRIM_THRESHOLD = 256 * 2**20
-
-
-def _keep_freed_memory():
-    """Let glibc keep freed frame-sized blocks for the next frame instead of returning them to the system.
-
-    Decoded frames and OpenCV's temporaries are fresh blocks of tens of MiB,
-    by default mapped from the system and unmapped when freed, so each frame
-    is faulted in again: 490k faults, 1.2-1.5 s of system time at 12 MP x 10;
-    about 0.6 s less with the blocks kept, peak RSS 30-50 MiB higher
-    (benchmarks/RESULTS.md). The command line only; glibc only.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not sys.platform.startswith("linux") or name is None:
-        return
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return
-    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
-    mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD)
-
-
 def _one_line_warning(message, category, filename, lineno, file=None, line=None):
     text = str(message).strip().splitlines()[0] if str(message).strip() else category.__name__
     print(f"{PROG}: warning: {text}", file=sys.stderr)
@@ -662,7 +631,7 @@ def main(argv=None):
     from .io import StackReadError, StackWriteError
 
     _silence_opencv_log()
-    _keep_freed_memory()
+    keep_freed_memory()
     previous = None
     if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGTERM"):
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
