@@ -13,7 +13,7 @@ without warping, with the default window sizes (other ``--radius`` and
 
 import time
 
-from .engine.backend.gpu import kernel_cache_dir, usable_cache_dir  # noqa: F401  (kernel_cache_dir: for callers)
+from .engine.backend.gpu import usable_cache_dir
 
 #: Side (px) of the stacks the kernels are compiled on: big enough for the
 #: alignment to run (128 px at least), small enough to take no time.

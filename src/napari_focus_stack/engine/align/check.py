@@ -83,15 +83,8 @@ def steady_part(transforms):
     ndarray
         ``(Z, 3, 3)``.
     """
-    transforms = np.asarray(transforms, float)
     n = len(transforms)
-    degree = min(_TREND_DEGREE, max(0, (n - 1) // 4))
-    index = np.arange(n, dtype=float)
-    entries = transforms[:, :2, :].reshape(n, 6)
-    coefficients = np.polynomial.polynomial.polyfit(index, entries, degree)
-    steady = np.tile(np.eye(3), (n, 1, 1))
-    steady[:, :2, :] = np.polynomial.polynomial.polyval(index, coefficients).T.reshape(n, 2, 3)
-    return steady
+    return _fitted_in_index(np.arange(n), transforms, _trend_degree(n))
 
 
 def steady_steps(indices, steps, n):
@@ -120,14 +113,24 @@ def steady_steps(indices, steps, n):
     ndarray
         ``(S, 3, 3)``.
     """
-    steps = np.asarray(steps, float)
-    index = np.asarray(indices, float)
-    degree = min(max(0, min(_TREND_DEGREE, (n - 1) // 4) - 1), len(steps) - 1)
-    entries = steps[:, :2, :].reshape(len(steps), 6)
+    return _fitted_in_index(indices, steps, min(max(0, _trend_degree(n) - 1), len(steps) - 1))
+
+
+def _trend_degree(n):
+    """Degree of the steady part of a stack of ``n`` frames: fewer for short stacks, so it cannot follow jitter."""
+    return min(_TREND_DEGREE, max(0, (n - 1) // 4))
+
+
+def _fitted_in_index(index, matrices, degree):
+    """``matrices`` (``(S, 3, 3)`` affine) with each of their six entries fitted by a polynomial of ``degree`` in ``index``."""
+    matrices = np.asarray(matrices, float)
+    index = np.asarray(index, float)
+    count = len(matrices)
+    entries = matrices[:, :2, :].reshape(count, 6)
     coefficients = np.polynomial.polynomial.polyfit(index, entries, degree)
-    steady = np.tile(np.eye(3), (len(steps), 1, 1))
-    steady[:, :2, :] = np.polynomial.polynomial.polyval(index, coefficients).T.reshape(len(steps), 2, 3)
-    return steady
+    fitted = np.tile(np.eye(3), (count, 1, 1))
+    fitted[:, :2, :] = np.polynomial.polynomial.polyval(index, coefficients).T.reshape(count, 2, 3)
+    return fitted
 
 
 def explained_share(aligned, unaligned, usable):
