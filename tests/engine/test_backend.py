@@ -195,3 +195,21 @@ def test_accumulate_product_adds_the_weighted_band_in_place(be, minus):
     view_target = total.copy()
     be.accumulate_product(view_target, strided, weight, minus=up if minus else None)
     np.testing.assert_allclose(view_target, expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("found", [False, True], ids=["no-driver", "driver"])
+def test_gpu_without_a_usable_device_says_whether_the_driver_is_missing(fake_gpu, monkeypatch, found):
+    import sys
+
+    fake_gpu()
+
+    def fails():
+        raise RuntimeError("cudaErrorInsufficientDriver: CUDA driver version is insufficient for CUDA runtime version")
+
+    monkeypatch.setattr(sys.modules["cupy"].cuda.runtime, "getDeviceCount", fails)
+    monkeypatch.setattr(sys, "platform", "linux")
+    driver(monkeypatch, found)
+    with pytest.raises(DeviceUnavailableError) as error:
+        get_backend("gpu")
+    said = "no NVIDIA driver was found on this machine" if not found else "CUDA reports no usable device"
+    assert str(error.value).startswith(f"GPU requested but {said} (cudaErrorInsufficientDriver: ")
