@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from napari_focus_stack.engine.backend import get_backend
-from napari_focus_stack.engine.depth import SliceSelector, peak_confidence, subslice_offset
+from napari_focus_stack.engine.depth import SliceSelector, fixed_to_ratios, peak_confidence, subslice_offset
 
 BE = get_backend("cpu")
 
@@ -36,9 +36,19 @@ def test_selector_matches_full_stack_argmax():
     k = np.clip(best, 1, 5)
     rows, cols = np.indices(best.shape)
     inside = (best > 0) & (best < 6)
-    np.testing.assert_array_equal(selector.below[inside], stack[k - 1, rows, cols][inside])
-    np.testing.assert_array_equal(selector.above[inside], stack[k + 1, rows, cols][inside])
-    assert (selector.below[best == 0] == -1).all() and (selector.above[best == 6] == -1).all()
+    # the neighbours are kept as uint16 fixed-point ratios to the best score (the
+    # one below rounded twice: the previous frame's ratio, then its product)
+    below, above = fixed_to_ratios(selector.below, np), fixed_to_ratios(selector.above, np)
+    peak = stack.max(0)
+    np.testing.assert_allclose(below[inside], (stack[k - 1, rows, cols] / peak)[inside], rtol=0, atol=1.6e-5)
+    np.testing.assert_allclose(above[inside], (stack[k + 1, rows, cols] / peak)[inside], rtol=0, atol=7.7e-6)
+    assert (below[best == 0] == -1).all() and (above[best == 6] == -1).all()
+    # the depth from those ratios, against the three-point fit on the full stack's scores
+    exact = best + subslice_offset(
+        np.where(best > 0, stack[k - 1, rows, cols], -1), peak, np.where(best < 6, stack[k + 1, rows, cols], -1), BE
+    )
+    depth, _ = selector.finish()
+    np.testing.assert_allclose(depth, exact, rtol=0, atol=2e-4)
 
 
 def test_offset_is_zero_at_stack_ends_and_bounded():
@@ -191,3 +201,36 @@ def test_focus_curve_width_is_streamed_exactly_and_caps_the_regularisation_weigh
     assert weights[0, 1] == confidence[0, 1] == 0  # flat: no confidence to cap
     assert selector.width[0, 2] > 3.5 and confidence[0, 2] > 0.45
     assert weights[0, 2] == pytest.approx((2 / selector.width[0, 2]) ** 2) and weights[0, 2] < 0.8 * confidence[0, 2]
+
+
+def test_selector_state_is_22_bytes_a_pixel_while_frames_stream():
+    """Best, sum and width in float32, the index in int16, two masks, and three uint16 ratios."""
+    rng = np.random.default_rng(8)
+    selector = SliceSelector(BE)
+    for score in rng.random((4, 30, 40), dtype=np.float32):
+        selector.update(score)
+    state = [selector.best, selector.total, selector.width, selector.index, selector.took_best, selector.took_above]
+    state += [selector.below, selector.above, selector.previous]
+    assert [a.dtype.name for a in state[-3:]] == ["uint16"] * 3
+    assert sum(a.nbytes for a in state) == 22 * 30 * 40
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint16, np.int16, np.uint8])
+@pytest.mark.parametrize("channels", [None, 3])
+def test_masked_copy_matches_numpy_on_every_backend_path(dtype, channels):
+    from napari_focus_stack.engine.backend.base import NdimageBackend
+
+    rng = np.random.default_rng(9)
+    shape = (37, 53) if channels is None else (37, 53, channels)
+    dst = (rng.random(shape) * 100).astype(dtype)
+    src = (rng.random(shape) * 100).astype(dtype)
+    mask = rng.random((37, 53)) > 0.5  # changes from pixel to pixel
+    expected = dst.copy()
+    np.copyto(expected, src, where=mask if channels is None else mask[..., None])
+    for backend in (BE, NdimageBackend()):
+        out = dst.copy()
+        backend.copy_where(out, src, mask)
+        np.testing.assert_array_equal(out, expected)
+        rows = out[5:20]  # a band of rows, as the selector passes them
+        backend.copy_where(rows, src[5:20] + 1, mask[5:20])
+        np.testing.assert_array_equal(out[5:20][mask[5:20]], (src[5:20] + 1)[mask[5:20]])

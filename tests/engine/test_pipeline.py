@@ -303,7 +303,7 @@ class CountingSelector:
     "kwargs",
     [
         dict(rgb=True, noise=0.01),  # one tile
-        dict(shape=(512, 640), n_slices=5, noise=0.01, max_memory=24_000_000),  # tiles (the pyramid's are large)
+        dict(shape=(512, 640), n_slices=5, noise=0.01, max_memory=22_000_000),  # tiles (the pyramid's are large)
         dict(rgb=True, breathing=0.05, drift=6),  # aligned: uncovered pixels
     ],
     ids=["whole", "tiled", "aligned"],

@@ -119,7 +119,9 @@ def test_out_of_memory_is_retried_with_smaller_tiles(sim, monkeypatch):
     result = focus_stack(sim.frames, device="cpu")
     expected = focus_stack(sim.frames[:], device="cpu")
     assert result.metadata["tiles"] > 1 and calls[0][1:3] == (300, 340)
-    np.testing.assert_allclose(result.depth, expected.depth, atol=1e-5)
+    # tiles' scores differ from the whole image's by float rounding, which can
+    # tip the selector's uint16 fixed-point ratios by one step (about 1.5e-5)
+    np.testing.assert_allclose(result.depth, expected.depth, atol=3e-5)
 
 
 def test_several_devices_share_the_tiles(sim):

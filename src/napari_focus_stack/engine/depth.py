@@ -1,15 +1,22 @@
 """Per-pixel best slice, sub-slice interpolation and confidence, one frame at a time.
 
 Only what the selection needs is kept: the best score and its slice, the
-scores of the slices just below and above it, the previous frame's scores, a
-running sum and the width of the focus curve. Memory therefore does not grow
-with the number of frames.
+scores of the slices just below and above it and the previous frame's score
+(as fixed-point ratios to the best), a running sum and the width of the
+focus curve. Memory therefore does not grow with the number of frames.
 """
 
 import numpy as np
 
 #: Score marking "no neighbour seen (yet)"; real focus scores are >= 0.
 MISSING = -1.0
+#: Least best score the ratios are taken to (a stack with no detail at all scores 0).
+TINY_BEST = 1e-30
+#: Ratios to the best score, in [0, 1], are kept as uint16 fixed point:
+#: ``round(ratio * RATIO_ONE)``, to within 7.7e-6 (:func:`ratios_to_fixed`).
+RATIO_ONE = 65534
+#: The fixed-point code of a missing neighbour (:data:`MISSING`).
+RATIO_MISSING = 65535
 #: The focus curve's width, ``W = sum_k (s_k / best)^4``: about the number
 #: of slices scoring near the peak (1 for one sharp slice).
 #: Curves wider than this many slices hold their depth less firmly in the
@@ -27,6 +34,16 @@ class SliceSelector:
 
     Call :meth:`update` with each frame's score map in slice order, then
     :meth:`finish`.
+
+    Per pixel it keeps the best score and its slice (float32, int16), the
+    running sum of the scores and the curve's width (float32) and, as uint16
+    fixed point (:data:`RATIO_ONE`), the scores of the slices below and
+    above the best and of the previous frame, each divided by the best (all
+    in [0, 1]). The sub-slice fit needs only those ratios (the logarithm of
+    the peak cancels out); kept to 1.6e-5 (the one below is rounded twice),
+    they move a sub-slice depth by about 1e-5 slices
+    (tests/engine/test_depth.py). At 12 MP that is 69 MiB less than float32
+    copies of the three (benchmarks/RESULTS.md).
     """
 
     def __init__(self, be):
@@ -36,7 +53,7 @@ class SliceSelector:
         self.previous = self.total = self.took_best = self.took_above = None
 
     def update(self, score):
-        """Take the next frame's focus scores.
+        """Take the next frame's focus scores (float32; read, not kept).
 
         Returns
         -------
@@ -52,8 +69,9 @@ class SliceSelector:
         if k == 0:
             self.best = score.copy()
             self.index = xp.zeros(score.shape, dtype=xp.int16)
-            self.below = xp.full(score.shape, MISSING, dtype=xp.float32)
+            self.below = xp.full(score.shape, RATIO_MISSING, dtype=xp.uint16)
             self.above = self.below.copy()
+            self.previous = xp.full(score.shape, RATIO_ONE, dtype=xp.uint16)  # the first frame is its own best
             self.total = score.copy()
             self.width = xp.ones(score.shape, dtype=xp.float32)
             self.took_best = xp.ones(score.shape, dtype=bool)
@@ -61,28 +79,49 @@ class SliceSelector:
         else:
             # bands are independent: they run on all cores on the CPU
             self.be.for_each_band(lambda rows: self._update_rows(rows, score, k), score.shape[0], width=score.shape[1])
-        self.previous = score
         self.count = k + 1
         return self.took_best, self.took_above
 
     def _update_rows(self, rows, score, k):
-        xp = self.be.xp
+        be, xp = self.be, self.be.xp
         score = score[rows]
         took_above, took_best = self.took_above[rows], self.took_best[rows]
         best, index, below, above = self.best[rows], self.index[rows], self.below[rows], self.above[rows]
-        xp.equal(index, k - 1, out=took_above)
-        xp.copyto(above, score, where=took_above)
+        previous, width = self.previous[rows], self.width[rows]
+        # Masked copies go through be.copy_where, and the rest is written
+        # without masks: NumPy's masked operations branch on every pixel and
+        # cost ten times more where the best frame changes from pixel to pixel.
         xp.greater(score, best, out=took_best)
+        xp.equal(index, k - 1, out=took_above)
+        # the smaller of (score, best) over the larger: this frame's ratio to the
+        # best where it is not the best, the old best's ratio to it where it is
+        ratio = xp.minimum(score, best)
+        larger = xp.maximum(score, best)
+        xp.maximum(larger, xp.float32(TINY_BEST), out=larger)
+        ratio /= larger
+        # the previous frame's score over this frame's, where this frame takes
+        # the best: (previous / old best) * (old best / score), in fixed point
+        product = previous * ratio  # uint16 times float32: float32
+        be.copy_where(below, fixed_point(product, xp), took_best)
+        # this frame's ratio to the best, kept for the next frame; a new best is 1
+        xp.multiply(ratio, xp.float32(RATIO_ONE), out=product)
+        fixed = fixed_point(product, xp)
+        be.copy_where(above, fixed, took_above)  # the frame just above the best
+        # where this frame takes the best: no frame above it yet, and its own
+        # ratio is 1 (codes below them elsewhere: maxima set them without a mask)
+        flags = took_best.view(xp.uint8).astype(xp.uint16)
+        xp.maximum(above, flags * xp.uint16(RATIO_MISSING), out=above)
+        xp.maximum(fixed, flags * xp.uint16(RATIO_ONE), out=previous)
         # width: sum of (s / best)^p, rescaled by (old best / new best)^p where the best changes
-        ratio = xp.where(took_best, best, score) / xp.maximum(xp.where(took_best, score, best), xp.float32(1e-30))
-        ratio *= ratio  # (s / best)^4 as two squarings: plain IEEE products, the same on every
-        ratio *= ratio  # backend and in every vector lane (pow() need not be)
-        width = self.width[rows]
-        width[...] = xp.where(took_best, width * ratio + xp.float32(1), width + ratio)
-        xp.copyto(best, score, where=took_best)
-        xp.copyto(index, k, where=took_best)
-        xp.copyto(below, self.previous[rows], where=took_best)
-        xp.copyto(above, MISSING, where=took_best)
+        fourth = ratio * ratio  # (s / best)^4 as two squarings: plain IEEE products, the same on every
+        fourth *= fourth  # backend and in every vector lane (pow() need not be)
+        rescaled = width * fourth
+        rescaled += xp.float32(1)
+        width += fourth
+        be.copy_where(width, rescaled, took_best)
+        # the index is below k everywhere, so a maximum sets the new best's
+        xp.maximum(index, took_best.view(xp.uint8) * xp.int16(k), out=index)
+        xp.fmax(best, score, out=best)  # the larger: where this frame took the best
         self.total[rows] += score
 
     def finish(self, rows=slice(None), floor=0.0):
@@ -95,7 +134,8 @@ class SliceSelector:
             raise ValueError("focus stacking needs at least 2 frames")
         xp = self.be.xp
         best = self.best[rows]
-        offset = subslice_offset(self.below[rows], best, self.above[rows], self.be)
+        below, above = (fixed_to_ratios(a[rows], xp) for a in (self.below, self.above))
+        offset = subslice_offset(below, xp.float32(1), above, self.be)
         depth = self.index[rows].astype(xp.float32) + offset
         mean = self.total[rows] * xp.float32(1.0 / self.count)
         return depth, peak_confidence(best, mean, self.be, floor)
@@ -113,13 +153,34 @@ class SliceSelector:
         return xp.minimum(confidence, cap).astype(xp.float32, copy=False)
 
 
+def fixed_point(scaled, xp):
+    """``scaled`` (float32, ratios times :data:`RATIO_ONE`) rounded to uint16; ``scaled`` is overwritten."""
+    xp.rint(scaled, out=scaled)
+    return scaled.astype(xp.uint16)
+
+
+def ratios_to_fixed(ratio, xp):
+    """Ratios in [0, 1] (float32) as uint16 fixed point: ``round(ratio * RATIO_ONE)``."""
+    return fixed_point(ratio * xp.float32(RATIO_ONE), xp)
+
+
+def fixed_to_ratios(fixed, xp):
+    """:func:`ratios_to_fixed` undone (float32); :data:`RATIO_MISSING` becomes :data:`MISSING`."""
+    ratio = fixed.astype(xp.float32)
+    ratio *= xp.float32(1.0 / RATIO_ONE)
+    xp.copyto(ratio, xp.float32(MISSING), where=fixed == RATIO_MISSING)
+    return ratio
+
+
 def subslice_offset(below, peak, above, be):
     """Offset in [-0.5, 0.5] of a Gaussian through three neighbouring scores.
 
     A Gaussian is fitted through the logarithms of the scores at slices
     ``k - 1, k, k + 1`` (the closed form of Nayar and Nakagawa's Gaussian
-    interpolation); where a neighbour is missing (first and last slice) the
-    offset is 0.
+    interpolation); where a neighbour is missing (first and last slice,
+    marked by a negative score) the offset is 0. Only the ratios of the
+    scores matter: ``below`` and ``above`` may be given divided by the peak,
+    with ``peak`` 1.
     """
     xp = be.xp
     tiny = xp.float32(1e-12)

@@ -121,9 +121,10 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None, maps=
     stop = cancel.is_set if cancel is not None else (lambda: False)
     clock = time.perf_counter()
     gray_buffer = None  # one grey image for every frame: a fresh one per frame costs its page faults
-    # depth is selected on smoother scores (focus.depth_sigma); two buffers
-    # alternate, as the selector keeps the previous frame's
-    sigma, select_buffers = depth_sigma(params.smoothing), [None, None]
+    # depth is selected on smoother scores (focus.depth_sigma), written over
+    # the grey image, which the focus measure no longer needs (the selector
+    # keeps what it needs of them as ratios)
+    sigma = depth_sigma(params.smoothing)
     for k, raw in enumerate(prefetched(device_warped(frames, be), stop)):
         _check_cancel(cancel)
         t0 = time.perf_counter()
@@ -139,8 +140,7 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None, maps=
             # one floor for every frame (the first's): a per-frame one would make
             # a textureless pixel prefer the noisiest frame
             floor = 0.0 if noise is None else LOG_FLOOR_FACTOR * noise.floor(0, params.radius, params.scale_factor)
-            selection = selection_scores(score, sigma, floor, be, work=measure.scratch, out=select_buffers[k % 2])
-            select_buffers[k % 2] = selection
+            selection = selection_scores(score, sigma, floor, be, work=measure.scratch, out=gray)
             if uncovered is not None:
                 be.xp.copyto(selection, be.xp.float32(0), where=uncovered)
         t1 = time.perf_counter()
@@ -160,13 +160,14 @@ def stack_tile(frames, params, be, out_shape, cancel, timings, noise=None, maps=
         yield k
     _check_cancel(cancel)
     # what only the frame loop needed, freed before the outputs are allocated
-    gray_buffer = select_buffers = None
+    gray_buffer = None
     measure.release()
     if selector is None:  # the fused image alone
         fusion.release_frames()
         fused, depth, confidence = fusion.finish(frames.dtype), None, None
     else:
-        selector.previous = None
+        # what only the frame loop needed (a depth-map fusion reads the index, not the masks)
+        selector.previous = selector.took_best = selector.took_above = None
         # confidence counts the stack's noise energy as no detail (engine/noise.py)
         floor = 0.0
         if noise is not None:

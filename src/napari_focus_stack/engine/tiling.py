@@ -70,8 +70,10 @@ def working_bytes_per_pixel(channels, itemsize, params, device_warp=False):
     raw part of the frame, its warped float copy and the rounded result.
     """
     frame = channels * itemsize
-    # best/below/above/total/width, index, focus and depth-selection buffers, grey, masks
-    select = 5 * 4 + 2 + 3 * 4 + 2 * 4 + 4 + 2
+    # best, total and width (float32), below/above/previous ratios (uint16),
+    # index, masks; the focus measure's two buffers and the grey image (the
+    # depth-selection scores are written over it)
+    select = 3 * 4 + 3 * 2 + 2 + 2 + 3 * 4
     fuse = FUSIONS[params.method].bytes_per_pixel(channels, itemsize)
     if params.scale_factor > 1:
         fuse += channels * 4  # up-sampled float frame

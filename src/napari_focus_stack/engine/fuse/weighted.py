@@ -152,6 +152,11 @@ class WeightedFusion(Fusion):
                 else:
                     be.accumulate_product(sums[i], band, weights[i])
 
+    def release_frames(self):
+        # the per-frame buffers, with the grey image and focus scratch they
+        # borrowed: 3.4 planes that the outputs would otherwise be made beside
+        self._scratch = None
+
     def finish(self, dtype):
         """The fused image in ``dtype``, channel by channel; the accumulated pyramids are freed as they are used."""
         be, xp = self.be, self.be.xp
