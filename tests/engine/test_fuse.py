@@ -178,3 +178,27 @@ def test_the_registry_holds_every_method_and_declares_what_tiling_needs():
         assert fusion.reach((512, 512), 30, 10) >= 30
     assert not FUSIONS["depthmap"].regularises_depth and FUSIONS["weighted"].regularises_depth
     assert FUSIONS["pyramid"].tile_multiple((512, 512)) == 2 ** pyramid_levels((512, 512))
+
+
+def test_weighted_fusion_keeps_no_frame_sized_band_of_its_own_where_it_can_borrow():
+    """On OpenCV (no pyramid scratch) the two lent arrays serve as the finest band and its expansion."""
+    from napari_focus_stack.engine.backend.base import NdimageBackend
+    from napari_focus_stack.engine.fuse.weighted import WeightedFusion
+
+    rng = np.random.default_rng(4)
+    frames = (rng.random((3, 40, 52, 3)) * 255).astype(np.uint8)
+    scores = rng.random((3, 40, 52), dtype=np.float32)
+    results = []
+    for be in (BE, NdimageBackend()):
+        fusion = WeightedFusion(be)
+        lent = [np.empty((40, 52), np.float32) for _ in range(2)]
+        for frame, score in zip(frames, scores):
+            fusion.update_frame(frame, score.copy(), floor=1e-3, reference=0.5, borrowed=lent)
+        finest = fusion._scratch[0]
+        if be.pyramid_needs_scratch:
+            assert finest["scratch"] is lent[0] and finest["up"] is lent[1] and finest["band"].shape == (40, 52)
+        else:
+            assert finest["band"] is lent[0] and finest["up"] is lent[1] and finest["scratch"] is None
+        results.append(fusion.finish(np.uint8))
+    assert not BE.pyramid_needs_scratch and NdimageBackend.pyramid_needs_scratch
+    assert np.abs(results[0].astype(int) - results[1]).max() <= 1

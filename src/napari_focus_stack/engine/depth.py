@@ -91,36 +91,38 @@ class SliceSelector:
         # Masked copies go through be.copy_where, and the rest is written
         # without masks: NumPy's masked operations branch on every pixel and
         # cost ten times more where the best frame changes from pixel to pixel.
+        # Two float32 temporaries of the band serve every step.
         xp.greater(score, best, out=took_best)
         xp.equal(index, k - 1, out=took_above)
         # the smaller of (score, best) over the larger: this frame's ratio to the
         # best where it is not the best, the old best's ratio to it where it is
         ratio = xp.minimum(score, best)
-        larger = xp.maximum(score, best)
-        xp.maximum(larger, xp.float32(TINY_BEST), out=larger)
-        ratio /= larger
+        work = xp.maximum(score, best)
+        xp.maximum(work, xp.float32(TINY_BEST), out=work)
+        ratio /= work
         # the previous frame's score over this frame's, where this frame takes
         # the best: (previous / old best) * (old best / score), in fixed point
-        product = previous * ratio  # uint16 times float32: float32
-        be.copy_where(below, fixed_point(product, xp), took_best)
+        xp.multiply(previous, ratio, out=work)
+        be.copy_where(below, fixed_point(work, xp), took_best)
         # this frame's ratio to the best, kept for the next frame; a new best is 1
-        xp.multiply(ratio, xp.float32(RATIO_ONE), out=product)
-        fixed = fixed_point(product, xp)
+        xp.multiply(ratio, xp.float32(RATIO_ONE), out=work)
+        fixed = fixed_point(work, xp)
         be.copy_where(above, fixed, took_above)  # the frame just above the best
         # where this frame takes the best: no frame above it yet, and its own
         # ratio is 1 (codes below them elsewhere: maxima set them without a mask)
-        flags = took_best.view(xp.uint8).astype(xp.uint16)
+        flags = took_best.view(xp.uint8)
         xp.maximum(above, flags * xp.uint16(RATIO_MISSING), out=above)
         xp.maximum(fixed, flags * xp.uint16(RATIO_ONE), out=previous)
+        del fixed
         # width: sum of (s / best)^p, rescaled by (old best / new best)^p where the best changes
-        fourth = ratio * ratio  # (s / best)^4 as two squarings: plain IEEE products, the same on every
-        fourth *= fourth  # backend and in every vector lane (pow() need not be)
-        rescaled = width * fourth
-        rescaled += xp.float32(1)
-        width += fourth
-        be.copy_where(width, rescaled, took_best)
+        ratio *= ratio  # (s / best)^4 as two squarings: plain IEEE products, the same on every
+        ratio *= ratio  # backend and in every vector lane (pow() need not be)
+        xp.multiply(width, ratio, out=work)
+        work += xp.float32(1)
+        width += ratio
+        be.copy_where(width, work, took_best)
         # the index is below k everywhere, so a maximum sets the new best's
-        xp.maximum(index, took_best.view(xp.uint8) * xp.int16(k), out=index)
+        xp.maximum(index, flags * xp.int16(k), out=index)
         xp.fmax(best, score, out=best)  # the larger: where this frame took the best
         self.total[rows] += score
 

@@ -147,6 +147,10 @@ class NdimageBackend:
         out[...] = blurred[::2, ::2]
         return out
 
+    #: Whether :meth:`pyramid_reduce` and :meth:`pyramid_up` write into their
+    #: ``scratch`` (callers that lend buffers can then use one for more).
+    pyramid_needs_scratch = True
+
     def pyramid_reduce(self, image, out=None, scratch=None):
         """:meth:`pyramid_down` where ulp-level differences do not matter (soft blends, not arg-max choices).
 

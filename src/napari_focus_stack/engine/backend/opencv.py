@@ -14,6 +14,9 @@ _COPYTO_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.f
 class OpenCVBackend(NdimageBackend):
     """CPU backend: same kernels and borders, evaluated by OpenCV."""
 
+    #: OpenCV's pyrDown and pyrUp need no scratch (the rare fall-backs make their own).
+    pyramid_needs_scratch = False
+
     def pyramid_reduce(self, image, out=None, scratch=None):
         height, width = image.shape[:2]
         size = ((width + 1) // 2, (height + 1) // 2)

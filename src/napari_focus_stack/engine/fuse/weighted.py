@@ -70,19 +70,37 @@ class WeightedFusion(Fusion):
         """Per level: the band, a scratch (blur, then zero-filled expansion), the expansion and the weights.
 
         Made once and reused for every frame: fresh frame-sized arrays cost
-        their page faults.
+        their page faults. The finest level's are set by :meth:`update_frame`
+        (lent by the caller where it can).
         """
         if self._scratch is None:
             xp, shapes = self.be.xp, [tuple(shape)]
             for _ in range(self.levels):
                 shapes.append(((shapes[-1][0] + 1) // 2, (shapes[-1][1] + 1) // 2))
-            # the finest level's weights are the scores themselves; its scratch
-            # and expansion may be lent by the caller (borrowed)
-            self._scratch = [
-                {name: xp.empty(size, dtype=xp.float32) for name in (("band", "weight") if i else ("band",))}
-                for i, size in enumerate(shapes)
+            # the finest level's weights are the scores themselves
+            self._scratch = [{}] + [
+                {name: xp.empty(size, dtype=xp.float32) for name in ("band", "weight")} for size in shapes[1:]
             ]
         return self._scratch
+
+    def _finest(self, finest, shape, borrowed):
+        """The finest level's band, scratch and expansion: ``borrowed`` ones where they fit, else kept ones.
+
+        Where the backend's pyramid steps need no scratch (OpenCV's), the two
+        borrowed arrays serve as band and expansion, and the fusion keeps no
+        frame-sized buffer of its own (46 MiB at 12 MP); elsewhere they serve
+        as scratch and expansion.
+        """
+        xp = self.be.xp
+        if borrowed is not None and all(b.shape == tuple(shape) and b.dtype == xp.float32 for b in borrowed):
+            if self.be.pyramid_needs_scratch:
+                finest["scratch"], finest["up"] = borrowed
+            else:
+                finest["band"], finest["up"] = borrowed
+                finest["scratch"] = None
+        for name in ("band", "scratch", "up"):
+            if name not in finest:
+                finest[name] = xp.empty(shape, dtype=xp.float32)
 
     @classmethod
     def reach(cls, out_shape, selection, focus):
@@ -123,14 +141,11 @@ class WeightedFusion(Fusion):
         if uncovered is not None:  # no real pixels: no weight
             xp.copyto(weight, xp.float32(0), where=uncovered)
         levels = self._buffers(weight.shape)
-        if borrowed is not None and all(b.shape == weight.shape and b.dtype == xp.float32 for b in borrowed):
-            levels[0]["scratch"], levels[0]["up"] = borrowed
-        elif "up" not in levels[0]:
-            levels[0]["scratch"], levels[0]["up"] = xp.empty_like(weight), xp.empty_like(weight)
+        self._finest(levels[0], weight.shape, borrowed)
         for level in levels[1:]:  # coarser levels work after the finest is done: in its memory
             for name in ("scratch", "up"):
-                size = level["band"].size
-                level[name] = levels[0][name].reshape(-1)[:size].reshape(level["band"].shape)
+                size, whole = level["band"].size, levels[0][name]
+                level[name] = None if whole is None else whole.reshape(-1)[:size].reshape(level["band"].shape)
         if self.sums is None:
             channels = 1 if frame.ndim == 2 else frame.shape[2]
             self.sums = [[xp.zeros_like(level["band"]) for level in levels] for _ in range(channels)]
