@@ -73,6 +73,7 @@ CUPY_API = frozenset(
         "minimum",
         "multiply",
         "ones",
+        "ones_like",
         "repeat",
         "rint",
         "stack",

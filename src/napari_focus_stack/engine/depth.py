@@ -137,7 +137,8 @@ class SliceSelector:
         xp = self.be.xp
         best = self.best[rows]
         below, above = (fixed_to_ratios(a[rows], xp) for a in (self.below, self.above))
-        offset = subslice_offset(below, xp.float32(1), above, self.be)
+        # the peak as ratio 1: an array, since CuPy's ufuncs take no all-scalar arguments
+        offset = subslice_offset(below, xp.ones_like(below), above, self.be)
         depth = self.index[rows].astype(xp.float32) + offset
         mean = self.total[rows] * xp.float32(1.0 / self.count)
         return depth, peak_confidence(best, mean, self.be, floor)
