@@ -213,3 +213,43 @@ def test_gpu_without_a_usable_device_says_whether_the_driver_is_missing(fake_gpu
         get_backend("gpu")
     said = "no NVIDIA driver was found on this machine" if not found else "CUDA reports no usable device"
     assert str(error.value).startswith(f"GPU requested but {said} (cudaErrorInsufficientDriver: ")
+
+
+def test_opencv_box_mean_is_the_separable_box_to_float_rounding():
+    from napari_focus_stack.engine.backend.base import NdimageBackend
+    from napari_focus_stack.engine.backend.opencv import OpenCVBackend
+
+    rng = np.random.default_rng(21)
+    image = (rng.random((61, 83), dtype=np.float32) ** 4) * 1e-3
+    image[:, :30] = 0  # running sums must give exact zeros where the window holds only zeros
+    cv, ref = OpenCVBackend(), NdimageBackend()
+    for radius in (1, 2, 5):
+        expected = ref.box_mean(image, radius)
+        out = np.full_like(image, np.nan)
+        got = cv.box_mean(image, radius, out=out)
+        assert got is out and got.dtype == np.float32
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12)
+        assert (got[:, : 30 - radius] == 0).all() and got.min() >= 0
+
+
+def test_single_threaded_filters_restore_opencv_threads_after_nested_and_concurrent_calls():
+    import threading
+
+    import cv2
+
+    from napari_focus_stack.engine.backend.opencv import _FilterThreads
+
+    before = cv2.getNumThreads()
+    threads = _FilterThreads(cv2)
+    seen = []
+
+    def work():
+        with threads.single(), threads.single():
+            seen.append(cv2.getNumThreads())
+
+    workers = [threading.Thread(target=work) for _ in range(8)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    assert seen == [1] * 8 and cv2.getNumThreads() == before
