@@ -253,3 +253,11 @@ def test_single_threaded_filters_restore_opencv_threads_after_nested_and_concurr
     for w in workers:
         w.join()
     assert seen == [1] * 8 and cv2.getNumThreads() == before
+
+
+def test_every_opencv_backend_shares_one_thread_setting(monkeypatch):
+    import napari_focus_stack.engine.backend.opencv as module
+
+    monkeypatch.setattr(module.os, "cpu_count", lambda: 2)
+    first, second = module.OpenCVBackend(), module.OpenCVBackend()
+    assert first._filter_threads.__self__ is second._filter_threads.__self__

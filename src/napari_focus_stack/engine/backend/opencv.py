@@ -46,6 +46,19 @@ class _FilterThreads:
                     self._cv2.setNumThreads(self._saved)
 
 
+#: One for the process, shared by every backend instance: OpenCV's thread
+#: count is a process-wide setting.
+_SHARED_FILTER_THREADS = []
+_SHARED_LOCK = threading.Lock()
+
+
+def _shared_filter_threads(cv2):
+    with _SHARED_LOCK:
+        if not _SHARED_FILTER_THREADS:
+            _SHARED_FILTER_THREADS.append(_FilterThreads(cv2))
+        return _SHARED_FILTER_THREADS[0]
+
+
 class OpenCVBackend(NdimageBackend):
     """CPU backend: same kernels and borders, evaluated by OpenCV."""
 
@@ -99,7 +112,7 @@ class OpenCVBackend(NdimageBackend):
         self._pool = None
         self._borders = {"reflect": cv2.BORDER_REFLECT, "mirror": cv2.BORDER_REFLECT_101}
         few = (os.cpu_count() or 1) <= FEW_CORES
-        self._filter_threads = _FilterThreads(cv2).single if few else contextlib.nullcontext
+        self._filter_threads = _shared_filter_threads(cv2).single if few else contextlib.nullcontext
 
     def correlate_separable(self, image, kernel, mode="reflect", out=None):
         cv2 = self._cv2
