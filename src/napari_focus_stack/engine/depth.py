@@ -13,7 +13,7 @@ MISSING = -1.0
 #: Least best score the ratios are taken to (a stack with no detail at all scores 0).
 TINY_BEST = 1e-30
 #: Ratios to the best score, in [0, 1], are kept as uint16 fixed point:
-#: ``round(ratio * RATIO_ONE)``, to within 7.7e-6 (:func:`ratios_to_fixed`).
+#: ``round(ratio * RATIO_ONE)``, to within 7.7e-6 (:func:`fixed_point`).
 RATIO_ONE = 65534
 #: The fixed-point code of a missing neighbour (:data:`MISSING`).
 RATIO_MISSING = 65535
@@ -162,13 +162,8 @@ def fixed_point(scaled, xp):
     return scaled.astype(xp.uint16)
 
 
-def ratios_to_fixed(ratio, xp):
-    """Ratios in [0, 1] (float32) as uint16 fixed point: ``round(ratio * RATIO_ONE)``."""
-    return fixed_point(ratio * xp.float32(RATIO_ONE), xp)
-
-
 def fixed_to_ratios(fixed, xp):
-    """:func:`ratios_to_fixed` undone (float32); :data:`RATIO_MISSING` becomes :data:`MISSING`."""
+    """Fixed-point ratios (:func:`fixed_point`) back to float32; :data:`RATIO_MISSING` becomes :data:`MISSING`."""
     ratio = fixed.astype(xp.float32)
     ratio *= xp.float32(1.0 / RATIO_ONE)
     xp.copyto(ratio, xp.float32(MISSING), where=fixed == RATIO_MISSING)
