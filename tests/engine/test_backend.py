@@ -240,7 +240,7 @@ def test_single_threaded_filters_restore_opencv_threads_after_nested_and_concurr
     from napari_focus_stack.engine.backend.opencv import _FilterThreads
 
     before = cv2.getNumThreads()
-    threads = _FilterThreads(cv2)
+    threads = _FilterThreads()
     seen = []
 
     def work():

@@ -25,17 +25,23 @@ SHORT_KERNEL = 9
 
 
 class _FilterThreads:
-    """OpenCV's thread count lowered to one around a filter call (nested and concurrent calls share one change)."""
+    """OpenCV's thread count lowered to one around a filter call (nested and concurrent calls share one change).
 
-    def __init__(self, cv2):
-        self._cv2, self._lock, self._depth, self._saved = cv2, threading.Lock(), 0, None
+    One for the process (:data:`_FILTER_THREADS`): OpenCV's thread count is a
+    process-wide setting.
+    """
+
+    def __init__(self):
+        self._lock, self._depth, self._saved = threading.Lock(), 0, None
 
     @contextlib.contextmanager
     def single(self):
+        import cv2
+
         with self._lock:
             if self._depth == 0:
-                self._saved = self._cv2.getNumThreads()
-                self._cv2.setNumThreads(1)
+                self._saved = cv2.getNumThreads()
+                cv2.setNumThreads(1)
             self._depth += 1
         try:
             yield
@@ -43,20 +49,10 @@ class _FilterThreads:
             with self._lock:
                 self._depth -= 1
                 if self._depth == 0:
-                    self._cv2.setNumThreads(self._saved)
+                    cv2.setNumThreads(self._saved)
 
 
-#: One for the process, shared by every backend instance: OpenCV's thread
-#: count is a process-wide setting.
-_SHARED_FILTER_THREADS = []
-_SHARED_LOCK = threading.Lock()
-
-
-def _shared_filter_threads(cv2):
-    with _SHARED_LOCK:
-        if not _SHARED_FILTER_THREADS:
-            _SHARED_FILTER_THREADS.append(_FilterThreads(cv2))
-        return _SHARED_FILTER_THREADS[0]
+_FILTER_THREADS = _FilterThreads()
 
 
 class OpenCVBackend(NdimageBackend):
@@ -112,7 +108,7 @@ class OpenCVBackend(NdimageBackend):
         self._pool = None
         self._borders = {"reflect": cv2.BORDER_REFLECT, "mirror": cv2.BORDER_REFLECT_101}
         few = (os.cpu_count() or 1) <= FEW_CORES
-        self._filter_threads = _shared_filter_threads(cv2).single if few else contextlib.nullcontext
+        self._filter_threads = _FILTER_THREADS.single if few else contextlib.nullcontext
 
     def correlate_separable(self, image, kernel, mode="reflect", out=None):
         cv2 = self._cv2
